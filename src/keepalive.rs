@@ -1,0 +1,260 @@
+//! The proxy's own ping/pong on each leg, as a state machine with no I/O.
+//!
+//! The session asks [`Keepalive::deadline`] when to wake up, calls
+//! [`Keepalive::on_tick`] then, and sends the pings it is told to; every
+//! Pong it reads goes through [`Keepalive::on_pong`], which says whether the
+//! pong was the proxy's (consume it, observe the RTT) or the peer's own
+//! (relay it). Time is passed in, so tests drive it with
+//! `tokio::time::pause()` or plain instants.
+//!
+//! Rule: every `interval` a ping goes out on each leg; a leg whose ping is
+//! unanswered `timeout` after it was sent is dead. `timeout <= interval` is
+//! enforced by the config, so at most one ping per leg is outstanding.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::closure::Side;
+
+/// Prefix of the proxy's ping payloads: how its pongs are recognised.
+pub const PAYLOAD_TAG: &[u8; 8] = b"wspulse\0";
+
+/// Which leg, as an index.
+fn idx(side: Side) -> usize {
+    usize::from(side == Side::Upstream)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LegState {
+    /// When the next ping is due.
+    next_ping: Instant,
+    /// Sequence number and send time of the unanswered ping, if any.
+    outstanding: Option<(u64, Instant)>,
+}
+
+/// What the session must do after a tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a Ping with this payload on this leg.
+    Ping(Side, [u8; 16]),
+    /// This leg did not answer in time: it is dead.
+    Dead(Side),
+}
+
+/// What a received Pong was.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pong {
+    /// The answer to the proxy's outstanding ping; RTT attached. Consume it.
+    Answered(Duration),
+    /// The proxy's, but late or stale (a previous ping). Consume it.
+    Stale,
+    /// Not the proxy's: the peer's own pong, relay it.
+    NotOurs,
+}
+
+/// Keepalive state of one session (both legs).
+#[derive(Debug, Clone)]
+pub struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+    seq: u64,
+    legs: [LegState; 2],
+}
+
+impl Keepalive {
+    /// Keepalive starting at `now`; `None` when `interval` is zero (disabled).
+    pub fn new(interval: Duration, timeout: Duration, now: Instant) -> Option<Keepalive> {
+        if interval.is_zero() {
+            return None;
+        }
+        let leg = LegState {
+            next_ping: now + interval,
+            outstanding: None,
+        };
+        Some(Keepalive {
+            interval,
+            timeout,
+            seq: 0,
+            legs: [leg, leg],
+        })
+    }
+
+    /// The next instant at which [`on_tick`](Self::on_tick) has work to do.
+    pub fn deadline(&self) -> Instant {
+        self.legs
+            .iter()
+            .map(|l| match l.outstanding {
+                Some((_, sent)) => (sent + self.timeout).min(l.next_ping),
+                None => l.next_ping,
+            })
+            .min()
+            .unwrap_or_else(|| Instant::now() + self.interval)
+    }
+
+    /// Advance to `now`. A dead leg is reported before any ping, client leg first.
+    pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        for side in [Side::Client, Side::Upstream] {
+            let leg = &self.legs[idx(side)];
+            if leg
+                .outstanding
+                .is_some_and(|(_, sent)| now >= sent + self.timeout)
+            {
+                actions.push(Action::Dead(side));
+            }
+        }
+        if !actions.is_empty() {
+            return actions;
+        }
+        for side in [Side::Client, Side::Upstream] {
+            let leg = &mut self.legs[idx(side)];
+            if now >= leg.next_ping {
+                self.seq += 1;
+                leg.outstanding = Some((self.seq, now));
+                leg.next_ping = now + self.interval;
+                actions.push(Action::Ping(side, payload(self.seq)));
+            }
+        }
+        actions
+    }
+
+    /// Classify a Pong read on `side`.
+    pub fn on_pong(&mut self, side: Side, data: &[u8], now: Instant) -> Pong {
+        let Some(seq) = parse_payload(data) else {
+            return Pong::NotOurs;
+        };
+        let leg = &mut self.legs[idx(side)];
+        match leg.outstanding {
+            Some((expected, sent)) if expected == seq => {
+                leg.outstanding = None;
+                Pong::Answered(now.saturating_duration_since(sent))
+            }
+            _ => Pong::Stale,
+        }
+    }
+}
+
+/// The payload of the proxy's ping number `seq`.
+fn payload(seq: u64) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[..8].copy_from_slice(PAYLOAD_TAG);
+    p[8..].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+/// The sequence number in a proxy ping payload, or `None` if it is not one.
+fn parse_payload(data: &[u8]) -> Option<u64> {
+    if data.len() != 16 || &data[..8] != PAYLOAD_TAG {
+        return None;
+    }
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&data[8..]);
+    Some(u64::from_be_bytes(seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn ka(now: Instant) -> Keepalive {
+        Keepalive::new(15 * S, 10 * S, now).unwrap()
+    }
+
+    #[test]
+    fn zero_interval_disables() {
+        assert!(Keepalive::new(Duration::ZERO, S, Instant::now()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_both_legs_every_interval_and_measures_rtt() {
+        let t0 = Instant::now();
+        let mut k = ka(t0);
+        assert_eq!(k.deadline(), t0 + 15 * S);
+        assert!(k.on_tick(t0 + 14 * S).is_empty());
+        tokio::time::advance(15 * S).await;
+        let now = Instant::now();
+        let actions = k.on_tick(now);
+        assert_eq!(actions.len(), 2);
+        let Action::Ping(Side::Client, p_client) = actions[0] else {
+            panic!("{actions:?}")
+        };
+        let Action::Ping(Side::Upstream, p_up) = actions[1] else {
+            panic!("{actions:?}")
+        };
+        assert_ne!(p_client, p_up);
+        // Deadline is now the pong timeout.
+        assert_eq!(k.deadline(), now + 10 * S);
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert_eq!(
+            k.on_pong(Side::Client, &p_client, Instant::now()),
+            Pong::Answered(Duration::from_millis(20))
+        );
+        // A second copy is stale, a pong for the other leg's ping on this leg too.
+        assert_eq!(
+            k.on_pong(Side::Client, &p_client, Instant::now()),
+            Pong::Stale
+        );
+        assert_eq!(k.on_pong(Side::Client, &p_up, Instant::now()), Pong::Stale);
+        assert_eq!(
+            k.on_pong(Side::Upstream, &p_up, Instant::now()),
+            Pong::Answered(Duration::from_millis(20))
+        );
+        assert_eq!(k.deadline(), now + 15 * S);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unanswered_ping_kills_that_leg_only() {
+        let t0 = Instant::now();
+        let mut k = ka(t0);
+        tokio::time::advance(15 * S).await;
+        let actions = k.on_tick(Instant::now());
+        let Action::Ping(_, p_client) = actions[0] else {
+            panic!()
+        };
+        assert_eq!(
+            k.on_pong(Side::Client, &p_client, Instant::now()),
+            Pong::Answered(Duration::ZERO)
+        );
+        tokio::time::advance(10 * S - Duration::from_millis(1)).await;
+        assert!(k.on_tick(Instant::now()).is_empty());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(k.deadline(), Instant::now());
+        assert_eq!(
+            k.on_tick(Instant::now()),
+            vec![Action::Dead(Side::Upstream)]
+        );
+    }
+
+    #[test]
+    fn foreign_pongs_are_not_ours() {
+        let mut k = ka(Instant::now());
+        assert_eq!(
+            k.on_pong(Side::Client, b"hello", Instant::now()),
+            Pong::NotOurs
+        );
+        assert_eq!(
+            k.on_pong(Side::Client, b"wspulse\0", Instant::now()),
+            Pong::NotOurs
+        );
+        assert_eq!(
+            k.on_pong(Side::Client, &payload(99), Instant::now()),
+            Pong::Stale
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeout_equal_to_interval_still_detects() {
+        let t0 = Instant::now();
+        let mut k = Keepalive::new(S, S, t0).unwrap();
+        tokio::time::advance(S).await;
+        assert_eq!(k.on_tick(Instant::now()).len(), 2);
+        tokio::time::advance(S).await;
+        assert_eq!(
+            k.on_tick(Instant::now()),
+            vec![Action::Dead(Side::Client), Action::Dead(Side::Upstream)]
+        );
+    }
+}

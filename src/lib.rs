@@ -1,0 +1,37 @@
+//! # wspulse
+//!
+//! A WebSocket reverse proxy that relays every frame between clients and an
+//! upstream, pings both legs to find dead peers, and records how every
+//! session ended: close code, which side, and why.
+//!
+//! # Layout
+//!
+//! - [`config`]: TOML + environment → validated [`config::Settings`].
+//! - [`server`]: binds the listeners, runs the proxy, drains on shutdown.
+//! - [`listener`]: accept loop and HTTP upgrade; one task per session.
+//! - [`upstream`]: dialing the upstream, header forwarding, failure statuses.
+//! - [`session`]: the relay loop between the two legs.
+//! - [`keepalive`]: the proxy's ping/pong schedule and RTT, no I/O.
+//! - [`closure`]: pure classification of how a session ended.
+//! - [`metrics`]: metric names, handles, the session guard.
+//! - [`recent`]: the ring of recent closures behind `/closures`.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/closures`.
+//! - [`shutdown`]: signals, readiness, spread drain, deadline.
+//! - [`echo`]: a scriptable echo upstream for tests and the demo.
+//! - [`telemetry`]: tracing in text or JSON.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod closure;
+pub mod config;
+pub mod echo;
+pub mod keepalive;
+pub mod listener;
+pub mod metrics;
+pub mod recent;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod telemetry;
+pub mod upstream;

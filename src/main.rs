@@ -1,0 +1,99 @@
+//! The `wspulse` binary: parses the command line and hands over to the library.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wspulse::config::{self, Settings};
+use wspulse::metrics::Metrics;
+use wspulse::server::Server;
+
+/// A WebSocket reverse proxy that tells you how and why every connection ended.
+#[derive(Parser)]
+#[command(name = "wspulse", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy in the foreground.
+    Run {
+        /// TOML config file; without it, built-in defaults (+ WSPULSE_* environment overrides).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file: print the effective settings (exit 0) or every problem (exit 2).
+    Check {
+        /// TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn load(
+    file: Option<&std::path::Path>,
+    env: &HashMap<String, String>,
+) -> Result<Settings, ExitCode> {
+    config::load(file, env).map_err(|errors| {
+        eprintln!("wspulse: invalid configuration:");
+        for e in &errors.0 {
+            eprintln!("  {e}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = config::process_env();
+    match cli.command {
+        Command::Check { config } => match load(Some(&config), &env) {
+            Ok(settings) => {
+                println!("# {}: valid. Effective settings:", config.display());
+                print!("{}", settings.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { config } => match load(config.as_deref(), &env) {
+            Ok(settings) => run(settings),
+            Err(code) => code,
+        },
+    }
+}
+
+fn run(settings: Settings) -> ExitCode {
+    wspulse::telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wspulse: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let route_names: Vec<String> = settings.routes.iter().map(|r| r.name.clone()).collect();
+        let registry = prometheus::Registry::new();
+        let metrics =
+            match Metrics::register(&registry, &route_names, settings.admin.recent_closures) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("wspulse: cannot register metrics: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+        let server = match Server::bind(settings, metrics).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("wspulse: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        tracing::info!(listen = %server.local_addr(), admin = %server.admin_addr(), "listening");
+        server.run(wspulse::shutdown::signal()).await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,687 @@
+//! Prometheus metrics: names, handles, and the session guard.
+//!
+//! The registry is built by the caller (main, a test, the demo) and injected;
+//! there are no globals, so every test scrapes a registry of its own.
+//! Handles whose labels are fixed (direction, side, route, outcome) are
+//! resolved once here, because `with_label_values` hashes and locks on every
+//! call; the relay hot path only touches atomics. The closure counter is
+//! resolved once per session, when it ends.
+//!
+//! [`SessionGuard`] keeps `opened_total == sum(closed_total) + active` true
+//! by construction: it counts the open when it is made and the close when it
+//! is dropped, whatever path the session took.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use tokio::time::Instant;
+
+use crate::closure::{Cause, Closure, Side};
+use crate::recent::{ClosureRecord, RecentClosures};
+
+/// Metric names, as in INTERFACE.md. Dashboards and alerts depend on them.
+pub mod names {
+    /// Sessions opened (client got its 101).
+    pub const OPENED: &str = "wspulse_connections_opened_total";
+    /// Sessions open now.
+    pub const ACTIVE: &str = "wspulse_connections_active";
+    /// Sessions ended, by code, side, cause and route.
+    pub const CLOSED: &str = "wspulse_connections_closed_total";
+    /// Session lifetime, by class and route.
+    pub const DURATION: &str = "wspulse_session_duration_seconds";
+    /// Round-trip time of the proxy's own pings, by leg.
+    pub const PING_RTT: &str = "wspulse_ping_rtt_seconds";
+    /// Data messages relayed, by direction.
+    pub const MESSAGES: &str = "wspulse_messages_total";
+    /// Payload bytes relayed, by direction.
+    pub const MESSAGE_BYTES: &str = "wspulse_message_bytes_total";
+    /// Upstream dials that failed, by reason.
+    pub const CONNECT_FAILURES: &str = "wspulse_upstream_connect_failures_total";
+    /// Handshakes refused, by the HTTP status the client got.
+    pub const REJECTIONS: &str = "wspulse_handshake_rejections_total";
+    /// Sessions ended by a drain, by outcome (`closed` or `cut`).
+    pub const DRAIN: &str = "wspulse_drain_sessions_total";
+    /// Time since the last frame when a session ended, by class.
+    pub const IDLE_BEFORE_CLOSE: &str = "wspulse_idle_before_close_seconds";
+}
+
+/// `direction` label values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Frames read from the client, written to the upstream.
+    ClientToUpstream,
+    /// Frames read from the upstream, written to the client.
+    UpstreamToClient,
+}
+
+impl Direction {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::ClientToUpstream => "client_to_upstream",
+            Direction::UpstreamToClient => "upstream_to_client",
+        }
+    }
+}
+
+/// Why an upstream dial failed: the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// TCP connection refused (nothing listening).
+    Refused,
+    /// `upstream.connect_timeout` elapsed (TCP connect or upgrade).
+    Timeout,
+    /// The upstream host name did not resolve.
+    Dns,
+    /// TLS failed.
+    Tls,
+    /// The upstream spoke something other than a WebSocket handshake.
+    Protocol,
+    /// Anything else (unreachable network, reset during the handshake, …).
+    Other,
+}
+
+impl ConnectFailure {
+    /// Every reason, for pre-registering series.
+    pub const ALL: [ConnectFailure; 6] = [
+        ConnectFailure::Refused,
+        ConnectFailure::Timeout,
+        ConnectFailure::Dns,
+        ConnectFailure::Tls,
+        ConnectFailure::Protocol,
+        ConnectFailure::Other,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectFailure::Refused => "refused",
+            ConnectFailure::Timeout => "timeout",
+            ConnectFailure::Dns => "dns",
+            ConnectFailure::Tls => "tls",
+            ConnectFailure::Protocol => "protocol",
+            ConnectFailure::Other => "other",
+        }
+    }
+}
+
+/// Ping RTT buckets: loopback (0.5 ms) to intercontinental and worse (10 s).
+const RTT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Session lifetimes from a blip to a day.
+const DURATION_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
+    86400.0,
+];
+
+/// Idle-before-close buckets: a narrow window just around each common
+/// load-balancer / proxy idle limit, so a cluster of closures there stands out
+/// as one bucket. 30 s GCP/ELB-classic style, 60 s nginx `proxy_read_timeout`
+/// and AWS ALB default, 100 s Cloudflare, 120 s, 300 s, 350 s AWS NLB TCP
+/// idle, 900 s, 3600 s. A window is `[L-1, L+2)`: the proxy sees the kill
+/// slightly after the limit.
+pub const IDLE_BUCKETS: &[f64] = &[
+    0.5, 1.0, 5.0, 10.0, 20.0, 29.0, 32.0, 59.0, 62.0, 99.0, 102.0, 119.0, 122.0, 299.0, 302.0,
+    349.0, 352.0, 899.0, 902.0, 3599.0, 3602.0,
+];
+
+/// The `route` label value when no routes are configured.
+pub const DEFAULT_ROUTE: &str = "default";
+/// The `route` label value for paths no configured route matches.
+pub const OTHER_ROUTE: &str = "other";
+
+/// Handles for one route, resolved once.
+struct RouteHandles {
+    name: String,
+    opened: IntCounter,
+    duration_clean: Histogram,
+    duration_abnormal: Histogram,
+}
+
+struct Inner {
+    active: IntGauge,
+    closed: IntCounterVec,
+    routes: Vec<RouteHandles>,
+    idle_clean: Histogram,
+    idle_abnormal: Histogram,
+    rtt_client: Histogram,
+    rtt_upstream: Histogram,
+    messages: [IntCounter; 2],
+    bytes: [IntCounter; 2],
+    connect_failures: IntCounterVec,
+    rejections: IntCounterVec,
+    drain_closed: IntCounter,
+    drain_cut: IntCounter,
+    registry: Registry,
+    recent: RecentClosures,
+    /// Sessions ended so far; lets tests and the demo wait for a closure
+    /// instead of polling.
+    ended: tokio::sync::watch::Sender<u64>,
+}
+
+/// All of wspulse's metrics, registered in one registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+/// Index of a route's handles, resolved when the session is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteId(pub usize);
+
+impl Metrics {
+    /// Register every family in `registry`. `routes` are the configured
+    /// route names: empty gives the single route `default`, otherwise the
+    /// names plus `other`. `recent_closures` sizes the `/closures` ring.
+    pub fn register(
+        registry: &Registry,
+        routes: &[String],
+        recent_closures: usize,
+    ) -> prometheus::Result<Metrics> {
+        let opened = IntCounterVec::new(
+            Opts::new(
+                names::OPENED,
+                "WebSocket sessions opened (client upgraded).",
+            ),
+            &["route"],
+        )?;
+        let active = IntGauge::new(names::ACTIVE, "WebSocket sessions open now.")?;
+        let closed = IntCounterVec::new(
+            Opts::new(
+                names::CLOSED,
+                "WebSocket sessions ended, by close code, side and cause.",
+            ),
+            &["code", "side", "cause", "route"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(names::DURATION, "Session lifetime in seconds.")
+                .buckets(DURATION_BUCKETS.to_vec()),
+            &["class", "route"],
+        )?;
+        let idle = HistogramVec::new(
+            HistogramOpts::new(
+                names::IDLE_BEFORE_CLOSE,
+                "Seconds since the last frame (any direction) when a session ended.",
+            )
+            .buckets(IDLE_BUCKETS.to_vec()),
+            &["class"],
+        )?;
+        let rtt = HistogramVec::new(
+            HistogramOpts::new(
+                names::PING_RTT,
+                "Round-trip time of the proxy's keepalive pings.",
+            )
+            .buckets(RTT_BUCKETS.to_vec()),
+            &["side"],
+        )?;
+        let messages = IntCounterVec::new(
+            Opts::new(names::MESSAGES, "Data messages relayed."),
+            &["direction"],
+        )?;
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                names::MESSAGE_BYTES,
+                "Payload bytes of data messages relayed.",
+            ),
+            &["direction"],
+        )?;
+        let connect_failures = IntCounterVec::new(
+            Opts::new(names::CONNECT_FAILURES, "Upstream dials that failed."),
+            &["reason"],
+        )?;
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                names::REJECTIONS,
+                "Client handshakes refused, by HTTP status.",
+            ),
+            &["status"],
+        )?;
+        let drain = IntCounterVec::new(
+            Opts::new(
+                names::DRAIN,
+                "Sessions ended by a drain: closed cleanly or cut at the deadline.",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(opened.clone()))?;
+        registry.register(Box::new(active.clone()))?;
+        registry.register(Box::new(closed.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(idle.clone()))?;
+        registry.register(Box::new(rtt.clone()))?;
+        registry.register(Box::new(messages.clone()))?;
+        registry.register(Box::new(bytes.clone()))?;
+        registry.register(Box::new(connect_failures.clone()))?;
+        registry.register(Box::new(rejections.clone()))?;
+        registry.register(Box::new(drain.clone()))?;
+
+        let mut route_names: Vec<String> = routes.to_vec();
+        route_names.push(
+            if routes.is_empty() {
+                DEFAULT_ROUTE
+            } else {
+                OTHER_ROUTE
+            }
+            .to_string(),
+        );
+        let routes = route_names
+            .into_iter()
+            .map(|name| RouteHandles {
+                opened: opened.with_label_values(&[&name]),
+                duration_clean: duration.with_label_values(&["clean", &name]),
+                duration_abnormal: duration.with_label_values(&["abnormal", &name]),
+                name,
+            })
+            .collect::<Vec<_>>();
+        // Zero-valued series for the closures every dashboard shows, so
+        // rate() and ratios have data before the first such closure.
+        for r in &routes {
+            for (code, side, cause) in [
+                ("1000", "client", "close_frame"),
+                ("1000", "upstream", "close_frame"),
+                ("1006", "client", "eof"),
+                ("1006", "upstream", "eof"),
+                ("1006", "client", "ping_timeout"),
+                ("1006", "upstream", "ping_timeout"),
+            ] {
+                closed.with_label_values(&[code, side, cause, &r.name]);
+            }
+        }
+        for reason in ConnectFailure::ALL {
+            connect_failures.with_label_values(&[reason.as_str()]);
+        }
+        for status in ["400", "408", "426", "431", "503"] {
+            rejections.with_label_values(&[status]);
+        }
+        let d = |dir: Direction| dir.as_str();
+        let inner = Inner {
+            active,
+            routes,
+            idle_clean: idle.with_label_values(&["clean"]),
+            idle_abnormal: idle.with_label_values(&["abnormal"]),
+            rtt_client: rtt.with_label_values(&["client"]),
+            rtt_upstream: rtt.with_label_values(&["upstream"]),
+            messages: [
+                messages.with_label_values(&[d(Direction::ClientToUpstream)]),
+                messages.with_label_values(&[d(Direction::UpstreamToClient)]),
+            ],
+            bytes: [
+                bytes.with_label_values(&[d(Direction::ClientToUpstream)]),
+                bytes.with_label_values(&[d(Direction::UpstreamToClient)]),
+            ],
+            closed,
+            connect_failures,
+            rejections,
+            drain_closed: drain.with_label_values(&["closed"]),
+            drain_cut: drain.with_label_values(&["cut"]),
+            registry: registry.clone(),
+            recent: RecentClosures::new(recent_closures),
+            ended: tokio::sync::watch::Sender::new(0),
+        };
+        Ok(Metrics {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// A fresh registry with every family registered (tests, the demo).
+    pub fn standalone(routes: &[String], recent_closures: usize) -> prometheus::Result<Metrics> {
+        Metrics::register(&Registry::new(), routes, recent_closures)
+    }
+
+    /// The route id for a route's index in the configured list, or the
+    /// `default` / `other` fallback for `None`.
+    pub fn route(&self, configured_index: Option<usize>) -> RouteId {
+        let fallback = self.inner.routes.len() - 1;
+        RouteId(
+            configured_index
+                .filter(|&i| i < fallback)
+                .unwrap_or(fallback),
+        )
+    }
+
+    /// The label value of a route.
+    pub fn route_name(&self, route: RouteId) -> &str {
+        &self.inner.routes[route.0].name
+    }
+
+    /// Count one relayed data message of `len` payload bytes.
+    #[inline]
+    pub fn message(&self, dir: Direction, len: usize) {
+        let i = dir as usize;
+        self.inner.messages[i].inc();
+        self.inner.bytes[i].inc_by(len as u64);
+    }
+
+    /// Observe the round-trip time of one of the proxy's pings.
+    pub fn ping_rtt(&self, side: Side, seconds: f64) {
+        match side {
+            Side::Upstream => self.inner.rtt_upstream.observe(seconds),
+            _ => self.inner.rtt_client.observe(seconds),
+        }
+    }
+
+    /// Count an upstream dial failure.
+    pub fn connect_failure(&self, reason: ConnectFailure) {
+        self.inner
+            .connect_failures
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Count a refused client handshake by the HTTP status it got.
+    pub fn rejection(&self, status: u16) {
+        self.inner
+            .rejections
+            .with_label_values(&[&status.to_string()])
+            .inc();
+    }
+
+    /// Count a session ended by a drain.
+    pub fn drained(&self, cut: bool) {
+        if cut {
+            &self.inner.drain_cut
+        } else {
+            &self.inner.drain_closed
+        }
+        .inc();
+    }
+
+    /// Watch the number of sessions ended so far.
+    pub fn ended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.ended.subscribe()
+    }
+
+    /// Wait until at least `n` sessions have ended, at most `limit`.
+    /// Returns whether they had.
+    pub async fn wait_ended(&self, n: u64, limit: std::time::Duration) -> bool {
+        let mut rx = self.ended();
+        tokio::time::timeout(limit, rx.wait_for(|&v| v >= n))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Sessions open now.
+    pub fn active(&self) -> usize {
+        usize::try_from(self.inner.active.get()).unwrap_or(0)
+    }
+
+    /// The recent-closures ring behind `/closures`.
+    pub fn recent(&self) -> &RecentClosures {
+        &self.inner.recent
+    }
+
+    /// The registry these metrics live in.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Everything in the registry, in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail on I/O; a failure would mean a
+        // malformed family, which register() rules out.
+        if TextEncoder::new()
+            .encode(&self.inner.registry.gather(), &mut buf)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Start accounting for one session. See [`SessionGuard`].
+    pub fn open_session(&self, route: RouteId, info: SessionInfo) -> SessionGuard {
+        self.inner.routes[route.0].opened.inc();
+        self.inner.active.inc();
+        let now = Instant::now();
+        SessionGuard {
+            metrics: self.clone(),
+            route,
+            started: now,
+            started_wall: std::time::SystemTime::now(),
+            closure: None,
+            reason: String::new(),
+            info,
+            stats: SessionStats {
+                last_activity: now,
+                ..SessionStats::default_at(now)
+            },
+        }
+    }
+}
+
+/// What the guard knows about a session from its handshake.
+#[derive(Debug, Clone, Default)]
+pub struct SessionInfo {
+    /// The client's socket address.
+    pub client_addr: String,
+    /// The request path (without the query).
+    pub path: String,
+}
+
+/// Per-session counters kept by the relay, reported at the end.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionStats {
+    /// Data messages client → upstream.
+    pub messages_c2u: u64,
+    /// Data messages upstream → client.
+    pub messages_u2c: u64,
+    /// Payload bytes client → upstream.
+    pub bytes_c2u: u64,
+    /// Payload bytes upstream → client.
+    pub bytes_u2c: u64,
+    /// When a frame last went either way (pings included).
+    pub last_activity: Instant,
+    /// Last proxy-ping RTT on the client leg, seconds.
+    pub rtt_client: Option<f64>,
+    /// Last proxy-ping RTT on the upstream leg, seconds.
+    pub rtt_upstream: Option<f64>,
+}
+
+impl SessionStats {
+    fn default_at(now: Instant) -> SessionStats {
+        SessionStats {
+            messages_c2u: 0,
+            messages_u2c: 0,
+            bytes_c2u: 0,
+            bytes_u2c: 0,
+            last_activity: now,
+            rtt_client: None,
+            rtt_upstream: None,
+        }
+    }
+}
+
+/// Accounts for one session: counted open when made, counted closed when
+/// dropped. If the session never set its closure (a bug, or the runtime
+/// dropped the task) it is recorded as `1006/proxy/internal`, so the
+/// invariant still holds and the gap is visible.
+pub struct SessionGuard {
+    metrics: Metrics,
+    route: RouteId,
+    started: Instant,
+    started_wall: std::time::SystemTime,
+    closure: Option<Closure>,
+    reason: String,
+    info: SessionInfo,
+    /// Counters the relay keeps up to date.
+    pub stats: SessionStats,
+}
+
+impl SessionGuard {
+    /// Record how the session ended. The first call wins: later events
+    /// (the other leg's reply, a cut) do not change who ended it.
+    pub fn set_closure(&mut self, closure: Closure, reason: &str) {
+        if self.closure.is_none() {
+            self.closure = Some(closure);
+            self.reason = truncate_utf8(reason, 123).to_string();
+        }
+    }
+
+    /// The closure recorded so far.
+    pub fn closure(&self) -> Option<Closure> {
+        self.closure
+    }
+
+    /// When the session started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let m = &self.metrics.inner;
+        let closure = self.closure.unwrap_or(Closure {
+            code: crate::closure::ABNORMAL,
+            side: Side::Proxy,
+            cause: Cause::Internal,
+        });
+        let route = &m.routes[self.route.0];
+        let clean = closure.class() == "clean";
+        let now = Instant::now();
+        let duration = now.saturating_duration_since(self.started).as_secs_f64();
+        let idle = now
+            .saturating_duration_since(self.stats.last_activity)
+            .as_secs_f64();
+        m.closed
+            .with_label_values(&[
+                &closure.code_label(),
+                closure.side.as_str(),
+                closure.cause.as_str(),
+                &route.name,
+            ])
+            .inc();
+        if clean {
+            &route.duration_clean
+        } else {
+            &route.duration_abnormal
+        }
+        .observe(duration);
+        if clean {
+            &m.idle_clean
+        } else {
+            &m.idle_abnormal
+        }
+        .observe(idle);
+        m.active.dec();
+        m.recent.push(ClosureRecord::new(
+            self.started_wall,
+            duration,
+            closure,
+            std::mem::take(&mut self.reason),
+            route.name.clone(),
+            std::mem::take(&mut self.info),
+            &self.stats,
+            idle,
+        ));
+        // Last, so a waiter sees the counters and the record.
+        m.ended.send_modify(|n| *n += 1);
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::closure::TerminalEvent;
+    use crate::closure::classify;
+
+    fn value(text: &str, line_prefix: &str) -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    #[test]
+    fn guard_keeps_the_invariant() {
+        let m = Metrics::standalone(&[], 10).unwrap();
+        let r = m.route(None);
+        let mut g1 = m.open_session(r, SessionInfo::default());
+        let g2 = m.open_session(r, SessionInfo::default());
+        g1.set_closure(classify(TerminalEvent::Eof(Side::Client)), "");
+        g1.set_closure(
+            classify(TerminalEvent::Eof(Side::Upstream)),
+            "ignored: first wins",
+        );
+        drop(g1);
+        let text = m.encode();
+        assert_eq!(
+            value(&text, "wspulse_connections_opened_total{route=\"default\"}"),
+            2.0
+        );
+        assert_eq!(value(&text, "wspulse_connections_active"), 1.0);
+        assert_eq!(
+            value(
+                &text,
+                "wspulse_connections_closed_total{cause=\"eof\",code=\"1006\",route=\"default\",side=\"client\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "wspulse_connections_closed_total{cause=\"eof\",code=\"1006\",route=\"default\",side=\"upstream\"}"
+            ),
+            0.0
+        );
+        drop(g2);
+        let text = m.encode();
+        assert_eq!(value(&text, "wspulse_connections_active"), 0.0);
+        assert!(
+            text.contains("cause=\"internal\",code=\"1006\",route=\"default\",side=\"proxy\"} 1")
+        );
+    }
+
+    #[test]
+    fn every_family_is_exposed_before_traffic() {
+        let m = Metrics::standalone(&[], 0).unwrap();
+        let text = m.encode();
+        for name in [
+            names::OPENED,
+            names::ACTIVE,
+            names::CLOSED,
+            names::DURATION,
+            names::PING_RTT,
+            names::MESSAGES,
+            names::MESSAGE_BYTES,
+            names::CONNECT_FAILURES,
+            names::REJECTIONS,
+            names::DRAIN,
+            names::IDLE_BEFORE_CLOSE,
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+    }
+
+    #[test]
+    fn routes_get_other() {
+        let m = Metrics::standalone(&["chat".into()], 0).unwrap();
+        assert_eq!(m.route_name(m.route(Some(0))), "chat");
+        assert_eq!(m.route_name(m.route(None)), "other");
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate_utf8("héllo", 2), "h");
+        assert_eq!(truncate_utf8("abc", 123), "abc");
+    }
+}

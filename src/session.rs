@@ -1,0 +1,672 @@
+//! One WebSocket session: the relay between a client leg and an upstream leg.
+//!
+//! One task per session, one loop owning both legs' state. Each turn of the
+//! loop polls, in order: the drain signals, the keepalive timer, then the
+//! two legs' reads (alternating which goes first, for fairness), then any
+//! pending flushes, and returns the first [`Event`]. The handler acts on it
+//! and loops. Because a read is only polled when the *other* leg can take a
+//! message, a slow reader slows its writer down (backpressure) instead of
+//! growing a buffer; because flushes are polled after reads, a burst of
+//! messages already in the socket goes out in one write.
+//!
+//! The first terminal event (a Close frame, EOF, reset, error, dead ping,
+//! drain) ends the relay: it is classified once ([`crate::closure`]),
+//! recorded in the [`SessionGuard`], and then one closing phase sends the
+//! other leg its Close and waits (bounded) for the closing handshakes.
+//!
+//! The relay is generic over `Stream + Sink` of tungstenite messages, so it
+//! runs on real sockets in production and on anything else in tests.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::{Sink, Stream};
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::tungstenite::{
+    self, Message,
+    protocol::{CloseFrame, frame::coding::CloseCode},
+};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use crate::closure::{
+    self, Cause, Closure, Side, TerminalEvent, Violation, classify, event_of_error,
+};
+use crate::keepalive::{Action, Keepalive, Pong};
+use crate::metrics::{Direction, Metrics, SessionGuard};
+use crate::shutdown::Drain;
+
+/// How long the closing phase waits for the peers' Close replies (outside a
+/// drain, whose deadline is `shutdown.drain_timeout`).
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A WebSocket leg: a stream of messages in, a sink of messages out.
+pub trait Ws:
+    Stream<Item = Result<Message, tungstenite::Error>>
+    + Sink<Message, Error = tungstenite::Error>
+    + Unpin
+{
+}
+impl<T> Ws for T where
+    T: Stream<Item = Result<Message, tungstenite::Error>>
+        + Sink<Message, Error = tungstenite::Error>
+        + Unpin
+{
+}
+
+/// Session settings, from the config.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// `keepalive.interval`; zero disables keepalive.
+    pub keepalive_interval: Duration,
+    /// `keepalive.timeout`.
+    pub keepalive_timeout: Duration,
+    /// `shutdown.close_code`: sent to clients on drain.
+    pub shutdown_close_code: u16,
+    /// Bound on the closing handshake outside a drain.
+    pub close_timeout: Duration,
+}
+
+/// Where a leg is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegState {
+    /// Relaying.
+    Open,
+    /// A Close went one way or the other: read (discarding data) until the
+    /// peer's reply or the end of the stream. tungstenite writes the echo of
+    /// a peer-initiated Close by itself while we read.
+    Closing,
+    /// The leg failed on input (protocol error, too big): its stream is
+    /// fused, so only flush the Close we queued for it, then drop it.
+    Flushing,
+    /// Finished; the socket has been dropped.
+    Done,
+}
+
+struct Leg<S> {
+    side: Side,
+    ws: Option<S>,
+    state: LegState,
+    /// Something was written and not yet flushed.
+    dirty: bool,
+}
+
+impl<S: Ws> Leg<S> {
+    fn new(side: Side, ws: S) -> Leg<S> {
+        Leg {
+            side,
+            ws: Some(ws),
+            state: LegState::Open,
+            dirty: false,
+        }
+    }
+
+    /// Queue `msg`; the flush happens when the loop runs out of reads.
+    fn send(&mut self, msg: Message) -> Result<(), tungstenite::Error> {
+        match self.ws.as_mut() {
+            Some(ws) => {
+                self.dirty = true;
+                Pin::new(ws).start_send(msg)
+            }
+            None => Err(tungstenite::Error::AlreadyClosed),
+        }
+    }
+
+    /// Queue a Close and move to `next`.
+    fn close(&mut self, code: u16, reason: &str, next: LegState) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        // A failure here means the socket is already gone; the closing phase
+        // will see that as the end of the stream.
+        let _ = self.send(Message::Close(Some(frame)));
+        self.state = next;
+    }
+
+    fn finish(&mut self) {
+        self.state = LegState::Done;
+        self.ws = None;
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
+        match self.ws.as_mut() {
+            Some(ws) => Pin::new(ws).poll_ready(cx),
+            None => Poll::Ready(Err(tungstenite::Error::AlreadyClosed)),
+        }
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, tungstenite::Error>>> {
+        match self.ws.as_mut() {
+            Some(ws) => Pin::new(ws).poll_next(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    /// Flush if dirty. `Ready(Ok)` once nothing is pending.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
+        if !self.dirty {
+            return Poll::Ready(Ok(()));
+        }
+        let Some(ws) = self.ws.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let r = std::task::ready!(Pin::new(ws).poll_flush(cx));
+        self.dirty = false;
+        Poll::Ready(r)
+    }
+}
+
+/// What one turn of the relay loop saw.
+enum Event {
+    Read(Side, Message),
+    ReadError(Side, tungstenite::Error),
+    Ended(Side),
+    WriteError(Side, tungstenite::Error),
+    KeepaliveDue,
+    DrainNow,
+}
+
+/// One session: both legs, keepalive, drain signals, accounting.
+pub struct Session<C, U> {
+    client: Leg<C>,
+    upstream: Leg<U>,
+    keepalive: Option<Keepalive>,
+    keepalive_timer: Pin<Box<Sleep>>,
+    drain: Drain,
+    drain_started: Pin<Box<WaitForCancellationFutureOwned>>,
+    drain_cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Set once the drain started: when this session sends its Close.
+    drain_at: Option<Pin<Box<Sleep>>>,
+    config: SessionConfig,
+    metrics: Metrics,
+    guard: SessionGuard,
+    /// Alternates which leg is read first.
+    client_first: bool,
+}
+
+impl<C: Ws, U: Ws> Session<C, U> {
+    /// A session over two established WebSocket legs.
+    pub fn new(
+        client: C,
+        upstream: U,
+        config: SessionConfig,
+        drain: Drain,
+        metrics: Metrics,
+        guard: SessionGuard,
+    ) -> Session<C, U> {
+        let now = Instant::now();
+        let keepalive = Keepalive::new(config.keepalive_interval, config.keepalive_timeout, now);
+        // With keepalive off the timer is parked far away and never fires.
+        let first = keepalive
+            .as_ref()
+            .map_or(far_future(now), Keepalive::deadline);
+        Session {
+            client: Leg::new(Side::Client, client),
+            upstream: Leg::new(Side::Upstream, upstream),
+            keepalive,
+            keepalive_timer: Box::pin(tokio::time::sleep_until(first)),
+            drain_started: Box::pin(drain.started_token().cancelled_owned()),
+            drain_cut: Box::pin(drain.cut_token().cancelled_owned()),
+            drain,
+            drain_at: None,
+            config,
+            metrics,
+            guard,
+            client_first: true,
+        }
+    }
+
+    /// Relay until the session ends, then close both legs. Returns how it ended.
+    pub async fn run(mut self) -> Closure {
+        let (event, reason) = self.relay().await;
+        let closure = classify(event);
+        self.guard.set_closure(closure, &reason);
+        self.begin_closing(event, &reason);
+        let cut = self.closing_phase(event).await;
+        if closure.cause == Cause::Shutdown {
+            self.metrics.drained(cut);
+        }
+        closure
+        // Dropping self drops both sockets and the guard, which records the closure.
+    }
+
+    /// The relay loop: returns the terminal event and the close reason text.
+    async fn relay(&mut self) -> (TerminalEvent, String) {
+        loop {
+            let event = std::future::poll_fn(|cx| self.poll_event(cx)).await;
+            if let Some(end) = self.handle(event) {
+                return end;
+            }
+        }
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if self.drain_at.is_none() && self.drain_started.as_mut().poll(cx).is_ready() {
+            let delay = self.drain.next_delay();
+            self.drain_at = Some(Box::pin(tokio::time::sleep(delay)));
+        }
+        if let Some(at) = self.drain_at.as_mut()
+            && (at.as_mut().poll(cx).is_ready() || self.drain_cut.as_mut().poll(cx).is_ready())
+        {
+            return Poll::Ready(Event::DrainNow);
+        }
+        if self.keepalive.is_some() && self.keepalive_timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::KeepaliveDue);
+        }
+        self.client_first = !self.client_first;
+        let read = if self.client_first {
+            poll_relay_read(&mut self.client, &mut self.upstream, cx)
+                .or_else(|| poll_relay_read(&mut self.upstream, &mut self.client, cx))
+        } else {
+            poll_relay_read(&mut self.upstream, &mut self.client, cx)
+                .or_else(|| poll_relay_read(&mut self.client, &mut self.upstream, cx))
+        };
+        if let Some(event) = read {
+            return Poll::Ready(event);
+        }
+        for side in [Side::Client, Side::Upstream] {
+            let r = match side {
+                Side::Upstream => self.upstream.poll_flush(cx),
+                _ => self.client.poll_flush(cx),
+            };
+            if let Poll::Ready(Err(e)) = r {
+                return Poll::Ready(Event::WriteError(side, e));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Act on one event; `Some` ends the relay.
+    fn handle(&mut self, event: Event) -> Option<(TerminalEvent, String)> {
+        let now = Instant::now();
+        match event {
+            Event::Read(side, msg) => {
+                self.guard.stats.last_activity = now;
+                self.on_message(side, msg, now)
+            }
+            Event::ReadError(side, e) => Some((event_of_error(side, &e), error_reason(&e))),
+            Event::Ended(side) => Some((TerminalEvent::Eof(side), String::new())),
+            Event::WriteError(side, e) => Some((event_of_error(side, &e), String::new())),
+            Event::DrainNow => {
+                let code = self.config.shutdown_close_code;
+                Some((
+                    TerminalEvent::Shutdown { code },
+                    "wspulse: shutting down".into(),
+                ))
+            }
+            Event::KeepaliveDue => self.on_keepalive(now),
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        from: Side,
+        msg: Message,
+        now: Instant,
+    ) -> Option<(TerminalEvent, String)> {
+        let dir = match from {
+            Side::Upstream => Direction::UpstreamToClient,
+            _ => Direction::ClientToUpstream,
+        };
+        let forward = match msg {
+            Message::Text(ref t) => {
+                self.count(dir, t.len());
+                true
+            }
+            Message::Binary(ref b) => {
+                self.count(dir, b.len());
+                true
+            }
+            // Pings are answered hop by hop: tungstenite queued the Pong on
+            // this leg; mark it dirty so the Pong is flushed even if we
+            // do not read this leg again soon. Not relayed: the far peer's
+            // stack would answer too, and the pinger would get two Pongs.
+            Message::Ping(_) => {
+                self.leg_mut(from).mark_dirty();
+                false
+            }
+            Message::Pong(ref data) => {
+                match self.keepalive.as_mut().map(|k| k.on_pong(from, data, now)) {
+                    Some(Pong::Answered(rtt)) => {
+                        let secs = rtt.as_secs_f64();
+                        self.metrics.ping_rtt(from, secs);
+                        match from {
+                            Side::Upstream => self.guard.stats.rtt_upstream = Some(secs),
+                            _ => self.guard.stats.rtt_client = Some(secs),
+                        }
+                        self.rearm_keepalive();
+                        false
+                    }
+                    Some(Pong::Stale) => false,
+                    // A peer's own (unsolicited) Pong: relay it.
+                    Some(Pong::NotOurs) | None => true,
+                }
+            }
+            Message::Close(frame) => return Some(close_event(from, frame)),
+            Message::Frame(_) => false,
+        };
+        if forward {
+            let to = self.leg_mut(other(from));
+            if let Err(e) = to.send(msg) {
+                return Some((event_of_error(to.side(), &e), String::new()));
+            }
+        }
+        None
+    }
+
+    fn count(&mut self, dir: Direction, len: usize) {
+        self.metrics.message(dir, len);
+        let s = &mut self.guard.stats;
+        match dir {
+            Direction::ClientToUpstream => {
+                s.messages_c2u += 1;
+                s.bytes_c2u += len as u64;
+            }
+            Direction::UpstreamToClient => {
+                s.messages_u2c += 1;
+                s.bytes_u2c += len as u64;
+            }
+        }
+    }
+
+    fn on_keepalive(&mut self, now: Instant) -> Option<(TerminalEvent, String)> {
+        let actions = self
+            .keepalive
+            .as_mut()
+            .map(|k| k.on_tick(now))
+            .unwrap_or_default();
+        for action in actions {
+            match action {
+                Action::Dead(side) => {
+                    let reason = format!("wspulse: {} did not answer ping", side.as_str());
+                    return Some((TerminalEvent::PingTimeout(side), reason));
+                }
+                Action::Ping(side, payload) => {
+                    self.guard.stats.last_activity = now;
+                    let leg = self.leg_mut(side);
+                    if let Err(e) = leg.send(Message::Ping(payload.to_vec().into())) {
+                        return Some((event_of_error(side, &e), String::new()));
+                    }
+                }
+            }
+        }
+        self.rearm_keepalive();
+        None
+    }
+
+    fn rearm_keepalive(&mut self) {
+        if let Some(k) = &self.keepalive {
+            self.keepalive_timer.as_mut().reset(k.deadline());
+        }
+    }
+
+    fn leg_mut(&mut self, side: Side) -> &mut dyn LegOps {
+        match side {
+            Side::Upstream => &mut self.upstream,
+            _ => &mut self.client,
+        }
+    }
+
+    /// Send each leg what the terminal event means for it.
+    ///
+    /// | event                         | ender leg                  | other leg                 |
+    /// |-------------------------------|----------------------------|---------------------------|
+    /// | Close frame                   | reads until done (echoed)  | gets the same code+reason |
+    /// | EOF, reset, I/O error         | dropped                    | 1001 / 1014               |
+    /// | ping timeout                  | dropped at once            | 1001 / 1014               |
+    /// | protocol error, too big       | gets 1002 / 1007 / 1009    | 1001 / 1014               |
+    /// | drain                         | client: `close_code`, upstream: 1001          ||
+    ///
+    /// 1001 goes toward the upstream (the client went away), 1014 toward the
+    /// client (the upstream went away: bad gateway).
+    fn begin_closing(&mut self, event: TerminalEvent, reason: &str) {
+        use TerminalEvent as E;
+        match event {
+            E::CloseFrame { side, .. } => {
+                self.leg_mut(side).set_state(LegState::Closing);
+                let (code, text) = self.guard_close_to_forward(reason);
+                self.leg_mut(other(side))
+                    .close(code, &text, LegState::Closing);
+            }
+            E::Eof(side) | E::Reset(side) | E::IoError(side) | E::PingTimeout(side) => {
+                self.leg_mut(side).finish();
+                let text = format!("wspulse: {} went away", side.as_str());
+                self.leg_mut(other(side)).close(
+                    going_away_toward(other(side)),
+                    &text,
+                    LegState::Closing,
+                );
+            }
+            E::Protocol(side, _) | E::TooBig(side) => {
+                let code = classify(event).code;
+                self.leg_mut(side).close(code, reason, LegState::Flushing);
+                let text = format!("wspulse: {} broke the protocol", side.as_str());
+                self.leg_mut(other(side)).close(
+                    going_away_toward(other(side)),
+                    &text,
+                    LegState::Closing,
+                );
+            }
+            E::Shutdown { code } => {
+                self.client.close(code, reason, LegState::Closing);
+                self.upstream
+                    .close(closure::GOING_AWAY, reason, LegState::Closing);
+            }
+        }
+    }
+
+    /// The code and reason to forward for a peer's Close frame.
+    fn guard_close_to_forward(&self, reason: &str) -> (u16, String) {
+        match self.guard.closure() {
+            // A forbidden code was replaced by tungstenite; the other peer
+            // learns that its partner broke the protocol.
+            Some(c) if c.cause == Cause::ProtocolError => (c.code, reason.to_string()),
+            Some(c) if c.code == closure::NO_STATUS => (1000, String::new()),
+            Some(c) => (c.code, reason.to_string()),
+            None => (1000, String::new()),
+        }
+    }
+
+    /// Drive both legs' closing handshakes until both are done, the close
+    /// timeout passes, or the drain deadline cuts them. Returns whether a
+    /// drain session was cut.
+    async fn closing_phase(&mut self, event: TerminalEvent) -> bool {
+        // A drain session is bounded by the drain deadline (the cut), any
+        // other by the close timeout (and by the cut, should one come).
+        let draining = matches!(event, TerminalEvent::Shutdown { .. });
+        let now = Instant::now();
+        let limit = if draining {
+            far_future(now)
+        } else {
+            now + self.config.close_timeout
+        };
+        let mut timer = Box::pin(tokio::time::sleep_until(limit));
+        let mut cut = false;
+        while self.client.state != LegState::Done || self.upstream.state != LegState::Done {
+            let step = std::future::poll_fn(|cx| {
+                if self.drain_cut.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Closing::Cut);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Closing::TimedOut);
+                }
+                let a = poll_closing(&mut self.client, cx);
+                let b = poll_closing(&mut self.upstream, cx);
+                if a || b {
+                    Poll::Ready(Closing::Progress)
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            match step {
+                Closing::Progress => {}
+                Closing::TimedOut => break,
+                Closing::Cut => {
+                    cut = draining;
+                    break;
+                }
+            }
+        }
+        self.client.finish();
+        self.upstream.finish();
+        cut
+    }
+}
+
+/// One step of the closing phase.
+enum Closing {
+    Progress,
+    TimedOut,
+    Cut,
+}
+
+/// Object-safe leg operations, so one helper can pick either leg.
+trait LegOps {
+    fn send(&mut self, msg: Message) -> Result<(), tungstenite::Error>;
+    fn close(&mut self, code: u16, reason: &str, next: LegState);
+    fn finish(&mut self);
+    fn set_state(&mut self, s: LegState);
+    fn side(&self) -> Side;
+    fn mark_dirty(&mut self);
+}
+
+impl<S: Ws> LegOps for Leg<S> {
+    fn send(&mut self, msg: Message) -> Result<(), tungstenite::Error> {
+        Leg::send(self, msg)
+    }
+    fn close(&mut self, code: u16, reason: &str, next: LegState) {
+        Leg::close(self, code, reason, next)
+    }
+    fn finish(&mut self) {
+        Leg::finish(self)
+    }
+    fn set_state(&mut self, s: LegState) {
+        self.state = s;
+    }
+    fn side(&self) -> Side {
+        self.side
+    }
+    fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+}
+
+/// Poll a read on `from` if `to` can take a message. `None`: nothing happened.
+fn poll_relay_read<A: Ws, B: Ws>(
+    from: &mut Leg<A>,
+    to: &mut Leg<B>,
+    cx: &mut Context<'_>,
+) -> Option<Event> {
+    match to.poll_ready(cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(e)) => return Some(Event::WriteError(to.side, e)),
+        // Backpressure: `to` is still writing; leave `from`'s bytes in its socket.
+        Poll::Pending => return None,
+    }
+    match from.poll_next(cx) {
+        Poll::Ready(Some(Ok(msg))) => Some(Event::Read(from.side, msg)),
+        Poll::Ready(Some(Err(e))) => Some(Event::ReadError(from.side, e)),
+        Poll::Ready(None) => Some(Event::Ended(from.side)),
+        Poll::Pending => None,
+    }
+}
+
+/// One step of a leg's closing handshake. Returns whether anything changed.
+fn poll_closing<S: Ws>(leg: &mut Leg<S>, cx: &mut Context<'_>) -> bool {
+    match leg.state {
+        LegState::Closing => {
+            if let Poll::Ready(Err(_)) = leg.poll_flush(cx) {
+                leg.finish();
+                return true;
+            }
+            match leg.poll_next(cx) {
+                // Data after a Close is discarded; the Close reply (or the
+                // end of the stream after it) finishes the leg.
+                Poll::Ready(Some(Ok(Message::Close(_)))) => {
+                    // tungstenite may still have the echo to flush (peer-initiated)
+                    // or the server's FIN to wait for; keep reading to the end.
+                    leg.dirty = true;
+                    true
+                }
+                Poll::Ready(Some(Ok(_))) => true,
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                    leg.finish();
+                    true
+                }
+                Poll::Pending => false,
+            }
+        }
+        LegState::Flushing => {
+            leg.dirty = true;
+            match leg.poll_flush(cx) {
+                Poll::Ready(_) => {
+                    leg.finish();
+                    true
+                }
+                Poll::Pending => false,
+            }
+        }
+        LegState::Open | LegState::Done => false,
+    }
+}
+
+/// The terminal event for a Close frame read from `side`.
+fn close_event(side: Side, frame: Option<CloseFrame>) -> (TerminalEvent, String) {
+    match frame {
+        None => (
+            TerminalEvent::CloseFrame { side, code: None },
+            String::new(),
+        ),
+        // tungstenite replaces a close code that may not be sent on the wire
+        // (RFC 6455 §7.4) with exactly this frame before handing it to us
+        // (and echoes 1002 to the peer itself). Its variant is the only trace
+        // of the peer's violation, so recognise it here.
+        Some(f) if f.code == CloseCode::Protocol && f.reason.as_str() == "Protocol violation" => (
+            TerminalEvent::Protocol(side, Violation::Framing),
+            "forbidden close code".into(),
+        ),
+        Some(f) => (
+            TerminalEvent::CloseFrame {
+                side,
+                code: Some(u16::from(f.code)),
+            },
+            f.reason.to_string(),
+        ),
+    }
+}
+
+/// Close reason for an input error: what the offender is told, ≤ 123 bytes.
+fn error_reason(e: &tungstenite::Error) -> String {
+    let text = match e {
+        tungstenite::Error::Capacity(_) => "message too big".to_string(),
+        tungstenite::Error::Utf8(_) => "invalid UTF-8 in text message".to_string(),
+        tungstenite::Error::Protocol(p) => p.to_string(),
+        _ => String::new(),
+    };
+    crate::metrics::truncate_utf8(&text, 123).to_string()
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::Upstream => Side::Client,
+        _ => Side::Upstream,
+    }
+}
+
+/// The code the proxy sends toward `to` when the *other* peer went away.
+fn going_away_toward(to: Side) -> u16 {
+    match to {
+        Side::Upstream => closure::GOING_AWAY,
+        _ => closure::BAD_GATEWAY,
+    }
+}
+
+fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(86_400 * 365)
+}

@@ -1,0 +1,180 @@
+//! Graceful drain: signals, readiness, the spread schedule, the deadline.
+//!
+//! A [`Drain`] is shared by the listener, the admin server and every
+//! session. When the shutdown future fires, [`drain`] runs the sequence:
+//!
+//! 1. stop accepting and turn `/readyz` to 503 ([`Drain::start`]);
+//! 2. every session sends its Close frames, session *i* of *N* after
+//!    `spread × i / N`, so thousands of clients do not reconnect in the same
+//!    second (nginx, HAProxy and Envoy cut TCP on drain; Caddy sends every
+//!    Close at once);
+//! 3. wait for the sessions, at most `drain_timeout` ([`TaskTracker::wait`]);
+//! 4. past the deadline, cut what is left ([`Drain::cut`]) and log how many.
+//!
+//! Sessions are tracked by a [`TaskTracker`] of our own: hyper's graceful
+//! shutdown does not wait for upgraded connections.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+struct Inner {
+    started: CancellationToken,
+    cut: CancellationToken,
+    ready: AtomicBool,
+    spread: Duration,
+    /// Sessions open when the drain started: the denominator of the spread.
+    total: AtomicUsize,
+    /// Next slot in the spread schedule.
+    next: AtomicUsize,
+}
+
+/// The drain state shared by the listener, the admin server and sessions.
+#[derive(Clone)]
+pub struct Drain {
+    inner: Arc<Inner>,
+}
+
+impl Drain {
+    /// A drain that spreads Close frames over `spread`.
+    pub fn new(spread: Duration) -> Drain {
+        Drain {
+            inner: Arc::new(Inner {
+                started: CancellationToken::new(),
+                cut: CancellationToken::new(),
+                ready: AtomicBool::new(true),
+                spread,
+                total: AtomicUsize::new(0),
+                next: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Begin draining `sessions` open sessions: readiness off, sessions told.
+    pub fn start(&self, sessions: usize) {
+        self.inner.ready.store(false, Ordering::SeqCst);
+        self.inner.total.store(sessions.max(1), Ordering::SeqCst);
+        self.inner.started.cancel();
+    }
+
+    /// Past the deadline: sessions stop waiting for Close replies.
+    pub fn cut(&self) {
+        self.inner.cut.cancel();
+    }
+
+    /// Whether `/readyz` should say 200.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::SeqCst)
+    }
+
+    /// Whether the drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.inner.started.is_cancelled()
+    }
+
+    /// Fires when the drain starts.
+    pub fn started_token(&self) -> CancellationToken {
+        self.inner.started.clone()
+    }
+
+    /// Fires at the drain deadline.
+    pub fn cut_token(&self) -> CancellationToken {
+        self.inner.cut.clone()
+    }
+
+    /// How long the calling session waits before sending its Close: the
+    /// next slot of an even schedule over `spread`.
+    pub fn next_delay(&self) -> Duration {
+        if self.inner.spread.is_zero() {
+            return Duration::ZERO;
+        }
+        let slot = self.inner.next.fetch_add(1, Ordering::SeqCst) as u32;
+        let total = self.inner.total.load(Ordering::SeqCst).max(1) as u32;
+        // Slots beyond the count taken at the start (a session that was
+        // mid-handshake) go at the end of the window.
+        self.inner
+            .spread
+            .mul_f64(f64::from(slot.min(total)) / f64::from(total))
+    }
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Sessions open when the drain started.
+    pub sessions: usize,
+    /// Whether the deadline passed with sessions still open.
+    pub deadline_hit: bool,
+}
+
+/// Run the drain sequence over the sessions in `tracker`; returns when they
+/// are all gone. `sessions` is the number open now (for the spread).
+pub async fn drain(
+    drain: &Drain,
+    tracker: &TaskTracker,
+    sessions: usize,
+    timeout: Duration,
+) -> DrainReport {
+    tracing::info!(sessions, timeout = ?timeout, "draining: readiness off, closing sessions");
+    drain.start(sessions);
+    tracker.close();
+    let deadline_hit = tokio::time::timeout(timeout, tracker.wait()).await.is_err();
+    if deadline_hit {
+        drain.cut();
+        tracker.wait().await;
+    }
+    DrainReport {
+        sessions,
+        deadline_hit,
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_even_over_the_window() {
+        let d = Drain::new(Duration::from_secs(2));
+        d.start(4);
+        let delays: Vec<_> = (0..4).map(|_| d.next_delay().as_millis()).collect();
+        assert_eq!(delays, vec![0, 500, 1000, 1500]);
+        // A late joiner lands at the end of the window, never beyond it.
+        assert_eq!(d.next_delay(), Duration::from_secs(2));
+        assert!(!d.is_ready());
+    }
+
+    #[test]
+    fn zero_spread_closes_at_once() {
+        let d = Drain::new(Duration::ZERO);
+        d.start(10);
+        assert_eq!(d.next_delay(), Duration::ZERO);
+    }
+}

@@ -1,0 +1,419 @@
+//! The proxy core: relay fidelity, close forwarding, closure accounting,
+//! handshake failures. Each test runs a real proxy on 127.0.0.1:0 in front
+//! of the in-process echo upstream and asserts on the scraped `/metrics`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use support::*;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// 1,000 messages each way (text with multi-byte UTF-8, binary of varying
+/// size, and fragmented messages), pipelined: all arrive whole, byte-exact,
+/// in order, and are counted per direction.
+#[tokio::test]
+async fn relays_text_binary_and_fragmented_in_order() {
+    let (_echo, proxy) = echo_and_proxy().await;
+    let ws = proxy.connect("/relay").await;
+    let expected: Vec<Message> = (0..1000)
+        .map(|i| match i % 3 {
+            0 => Message::text(format!("text #{i} — ünïcødé ✓")),
+            1 => Message::binary(
+                (0..(i % 700 + 1))
+                    .map(|b| (b * 7 + i) as u8)
+                    .collect::<Vec<u8>>(),
+            ),
+            _ => Message::text(format!("fragmented #{i} ").repeat(3)),
+        })
+        .collect();
+    let (mut tx, mut rx) = ws.split();
+    let to_send = expected.clone();
+    let writer = tokio::spawn(async move {
+        for m in to_send {
+            match m {
+                // Send these as three frames: start + continuation + final.
+                Message::Text(t) if t.starts_with("fragmented") => {
+                    let b = t.as_bytes();
+                    let (a, rest) = b.split_at(b.len() / 3);
+                    let (c, d) = rest.split_at(rest.len() / 2);
+                    tx.feed(Message::Frame(Frame::message(
+                        a.to_vec(),
+                        OpCode::Data(Data::Text),
+                        false,
+                    )))
+                    .await
+                    .unwrap();
+                    tx.feed(Message::Frame(Frame::message(
+                        c.to_vec(),
+                        OpCode::Data(Data::Continue),
+                        false,
+                    )))
+                    .await
+                    .unwrap();
+                    tx.feed(Message::Frame(Frame::message(
+                        d.to_vec(),
+                        OpCode::Data(Data::Continue),
+                        true,
+                    )))
+                    .await
+                    .unwrap();
+                }
+                m => tx.feed(m).await.unwrap(),
+            }
+        }
+        tx.flush().await.unwrap();
+        tx
+    });
+    for (i, want) in expected.iter().enumerate() {
+        let got = tokio::time::timeout(LIMIT, rx.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, want, "message {i} differs");
+    }
+    let tx = writer.await.unwrap();
+    let mut ws = tx.reunite(rx).unwrap();
+    ws.close(None).await.unwrap();
+    proxy.wait_ended(1).await;
+    let text = proxy.scrape().await;
+    let total_bytes: usize = expected.iter().map(|m| m.len()).sum();
+    for dir in ["client_to_upstream", "upstream_to_client"] {
+        assert_eq!(
+            metric(&text, "wspulse_messages_total", &[("direction", dir)]),
+            1000.0,
+            "{dir}"
+        );
+        assert_eq!(
+            metric(&text, "wspulse_message_bytes_total", &[("direction", dir)]),
+            total_bytes as f64,
+            "{dir}"
+        );
+    }
+    assert_eq!(closed(&text, "1005", "client", "close_frame"), 1.0);
+    proxy.finish().await;
+}
+
+/// A Close frame from either side reaches the other peer with the same code
+/// and reason, both closing handshakes complete, and it is counted with the
+/// code, the side that sent it, and cause close_frame.
+#[tokio::test]
+async fn close_frames_are_forwarded_and_counted_both_ways() {
+    let (echo, proxy) = echo_and_proxy().await;
+    for (n, code, reason) in [(1u64, 1000u16, "bye"), (2, 4001, "app says no")] {
+        // Client-initiated.
+        let mut ws = proxy.connect("/").await;
+        ws.close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        }))
+        .await
+        .unwrap();
+        // Our Close is answered with the same code (closing handshake).
+        assert_eq!(expect_close(&mut ws).await, (code, reason.to_string()));
+        assert!(
+            next(&mut ws).await.is_none(),
+            "stream should end after the handshake"
+        );
+        assert!(
+            echo.wait_until(LIMIT, |e| e.closes().len() as u64 >= 2 * n - 1)
+                .await
+        );
+        assert_eq!(
+            echo.closes().last().cloned().flatten(),
+            Some((code, reason.to_string()))
+        );
+        proxy.wait_ended(2 * n - 1).await;
+
+        // Upstream-initiated (scripted by the message text).
+        let mut ws = proxy.connect("/").await;
+        send_text(&mut ws, &format!("close:{code}:{reason}")).await;
+        assert_eq!(expect_close(&mut ws).await, (code, reason.to_string()));
+        // The client's stack replies; the stream then ends.
+        assert!(next(&mut ws).await.is_none());
+        proxy.wait_ended(2 * n).await;
+        let text = proxy.scrape().await;
+        let c = code.to_string();
+        assert_eq!(
+            closed(&text, &c, "client", "close_frame"),
+            1.0,
+            "{code} client"
+        );
+        assert_eq!(
+            closed(&text, &c, "upstream", "close_frame"),
+            1.0,
+            "{code} upstream"
+        );
+    }
+    let text = proxy.scrape().await;
+    assert_eq!(
+        metric(
+            &text,
+            "wspulse_session_duration_seconds_count",
+            &[("class", "clean")]
+        ),
+        4.0
+    );
+    proxy.finish().await;
+}
+
+/// A client that vanishes (FIN, then RST) is counted 1006/client/eof and
+/// 1006/client/reset; the upstream receives Close 1001 each time.
+#[tokio::test]
+async fn client_vanishing_is_counted_and_upstream_gets_1001() {
+    let (echo, proxy) = echo_and_proxy().await;
+    for (i, rst) in [false, true].into_iter().enumerate() {
+        let mut ws = proxy.connect("/").await;
+        send_text(&mut ws, "hello").await;
+        assert_eq!(next(&mut ws).await, Some(Message::text("hello")));
+        if rst {
+            match ws.get_ref() {
+                tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.set_zero_linger().unwrap(),
+                _ => unreachable!(),
+            }
+        }
+        drop(ws);
+        assert!(
+            echo.wait_until(LIMIT, |e| e.closes().len() > i).await,
+            "upstream got no Close"
+        );
+        assert_eq!(echo.closes()[i].as_ref().map(|c| c.0), Some(1001));
+        proxy.wait_ended(i as u64 + 1).await;
+    }
+    let text = proxy.scrape().await;
+    assert_eq!(closed(&text, "1006", "client", "eof"), 1.0);
+    assert_eq!(closed(&text, "1006", "client", "reset"), 1.0);
+    assert_eq!(
+        metric(
+            &text,
+            "wspulse_session_duration_seconds_count",
+            &[("class", "abnormal")]
+        ),
+        2.0
+    );
+    proxy.finish().await;
+}
+
+/// An upstream that vanishes (FIN or RST) gives the client Close 1014
+/// instead of a bare 1006, counted 1006/upstream/eof and /reset.
+#[tokio::test]
+async fn upstream_vanishing_gives_client_1014() {
+    let (_echo, proxy) = echo_and_proxy().await;
+    for (i, (script, cause)) in [("drop", "eof"), ("rst", "reset")].into_iter().enumerate() {
+        // A raw client: tokio-tungstenite itself refuses 1014 (it predates
+        // the IANA registration) and would report 1002.
+        let mut c = support::raw::RawClient::connect(proxy.addr, "/").await;
+        c.send(true, 1, script.as_bytes()).await;
+        let close = c.expect_close().await.expect("no Close frame");
+        assert_eq!(close.close_code(), Some(1014), "{script}");
+        // The client answers; the proxy then closes the TCP connection.
+        c.send(true, 8, &close.payload).await;
+        assert!(c.expect_eof().await);
+        proxy.wait_ended(i as u64 + 1).await;
+        let text = proxy.scrape().await;
+        assert_eq!(closed(&text, "1006", "upstream", cause), 1.0, "{script}");
+    }
+    proxy.finish().await;
+}
+
+/// Upstream says 403: the client gets 403 with its body, the rejection is
+/// counted by status, and no session is counted.
+#[tokio::test]
+async fn upstream_rejection_status_reaches_client() {
+    let echo = EchoServer::builder()
+        .reject(403, "forbidden by upstream")
+        .start()
+        .await
+        .unwrap();
+    let proxy = start_proxy(settings(&echo.url())).await;
+    let err = tokio_tungstenite::connect_async(proxy.url("/secret"))
+        .await
+        .unwrap_err();
+    match err {
+        tungstenite::Error::Http(resp) => {
+            assert_eq!(resp.status(), 403);
+            assert_eq!(resp.body().as_deref(), Some(&b"forbidden by upstream"[..]));
+        }
+        other => panic!("expected HTTP 403, got {other}"),
+    }
+    let text = proxy.scrape().await;
+    assert_eq!(
+        metric(
+            &text,
+            "wspulse_handshake_rejections_total",
+            &[("status", "403")]
+        ),
+        1.0
+    );
+    assert_eq!(metric(&text, "wspulse_connections_opened_total", &[]), 0.0);
+    proxy.finish().await;
+}
+
+async fn expect_status(proxy: &Proxy, status: u16) {
+    match tokio_tungstenite::connect_async(proxy.url("/")).await {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), status),
+        Err(e) => panic!("expected HTTP {status}, got {e}"),
+        Ok(_) => panic!("expected HTTP {status}, got a session"),
+    }
+}
+
+/// Nothing listening upstream: 502 and reason="refused".
+#[tokio::test]
+async fn unreachable_upstream_is_502() {
+    let port = closed_port().await;
+    let proxy = start_proxy(settings(&format!("ws://127.0.0.1:{port}"))).await;
+    expect_status(&proxy, 502).await;
+    let text = proxy.scrape().await;
+    assert_eq!(
+        metric(
+            &text,
+            "wspulse_upstream_connect_failures_total",
+            &[("reason", "refused")]
+        ),
+        1.0
+    );
+    assert_eq!(metric(&text, "wspulse_connections_opened_total", &[]), 0.0);
+    proxy.finish().await;
+}
+
+/// An upstream that accepts TCP but never answers the upgrade: 504 after
+/// `upstream.connect_timeout`, reason="timeout".
+#[tokio::test]
+async fn hung_upstream_is_504() {
+    let echo = EchoServer::builder().hang().start().await.unwrap();
+    let mut s = settings(&echo.url());
+    s.upstream.connect_timeout = Duration::from_millis(300);
+    let proxy = start_proxy(s).await;
+    expect_status(&proxy, 504).await;
+    let text = proxy.scrape().await;
+    assert_eq!(
+        metric(
+            &text,
+            "wspulse_upstream_connect_failures_total",
+            &[("reason", "timeout")]
+        ),
+        1.0
+    );
+    proxy.finish().await;
+}
+
+/// The upstream gets the client's path and query, end-to-end headers and
+/// X-Forwarded-*, and picks the subprotocol the client gets.
+#[tokio::test]
+async fn handshake_forwards_path_headers_and_subprotocol() {
+    let echo = EchoServer::builder()
+        .protocols(&["v2.chat"])
+        .start()
+        .await
+        .unwrap();
+    let proxy = start_proxy(settings(&echo.url())).await;
+    let mut req =
+        tungstenite::client::IntoClientRequest::into_client_request(proxy.url("/room/7?token=abc"))
+            .unwrap();
+    let h = req.headers_mut();
+    h.insert(
+        "sec-websocket-protocol",
+        "v1.chat, v2.chat".parse().unwrap(),
+    );
+    h.insert("cookie", "session=s1".parse().unwrap());
+    h.insert("authorization", "Bearer t0k3n".parse().unwrap());
+    h.insert("origin", "https://app.example".parse().unwrap());
+    h.insert(
+        "sec-websocket-extensions",
+        "permessage-deflate".parse().unwrap(),
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").unwrap(),
+        "v2.chat"
+    );
+    assert!(resp.headers().get("sec-websocket-extensions").is_none());
+    let seen = echo.requests().pop().unwrap();
+    assert_eq!(seen.uri, "/room/7?token=abc");
+    assert_eq!(seen.header("cookie"), Some("session=s1"));
+    assert_eq!(seen.header("authorization"), Some("Bearer t0k3n"));
+    assert_eq!(seen.header("origin"), Some("https://app.example"));
+    assert_eq!(
+        seen.header("sec-websocket-protocol"),
+        Some("v1.chat, v2.chat")
+    );
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(proxy.addr.to_string().as_str())
+    );
+    assert!(seen.header("sec-websocket-extensions").is_none());
+    ws.close(None).await.unwrap();
+    proxy.wait_ended(1).await;
+    proxy.finish().await;
+}
+
+/// Requests that are not upgrades get 426 (no Upgrade header) or 400, and
+/// are counted; the proxy carries on.
+#[tokio::test]
+async fn non_upgrade_requests_are_refused_and_counted() {
+    let (_echo, proxy) = echo_and_proxy().await;
+    let (status, body) = raw_request(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(status, 426, "{body}");
+    let (status, _) = raw_request(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 426, "missing version");
+    let (status, _) = raw_request(
+        proxy.addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = raw_request(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400);
+    let text = proxy.scrape().await;
+    assert_eq!(
+        metric(
+            &text,
+            "wspulse_handshake_rejections_total",
+            &[("status", "426")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "wspulse_handshake_rejections_total",
+            &[("status", "400")]
+        ),
+        2.0
+    );
+    // Still serving.
+    let mut ws = proxy.connect("/").await;
+    send_text(&mut ws, "still here").await;
+    assert_eq!(next(&mut ws).await, Some(Message::text("still here")));
+    ws.close(None).await.unwrap();
+    proxy.wait_ended(1).await;
+    proxy.finish().await;
+}
+
+/// `/healthz` and `/readyz` answer 200 while serving.
+#[tokio::test]
+async fn admin_endpoints_answer() {
+    let (_echo, proxy) = echo_and_proxy().await;
+    assert_eq!(proxy.admin_get("/healthz").await.0, 200);
+    assert_eq!(proxy.admin_get("/readyz").await.0, 200);
+    assert_eq!(proxy.admin_get("/nope").await.0, 404);
+    let text = proxy.scrape().await;
+    assert!(text.contains("# TYPE wspulse_connections_closed_total counter"));
+    proxy.finish().await;
+}

@@ -78,6 +78,8 @@ struct State {
     requests: Mutex<Vec<SeenRequest>>,
     /// Sessions that ended without a Close frame from the proxy.
     abrupt_ends: Mutex<usize>,
+    /// Pong frames received (the proxy must never forward its own).
+    pongs: std::sync::atomic::AtomicUsize,
     changed: Notify,
 }
 
@@ -231,6 +233,12 @@ impl EchoBuilder {
                     )),
                 },
                 Message::Binary(b) => Message::Binary(b),
+                Message::Pong(_) => {
+                    state
+                        .pongs
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    continue;
+                }
                 _ => continue,
             };
             if ws.send(reply).await.is_err() {
@@ -314,6 +322,11 @@ impl EchoServer {
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default()
+    }
+
+    /// Pong frames received from the proxy.
+    pub fn pongs(&self) -> usize {
+        self.state.pongs.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Sessions that ended without a Close frame reaching the upstream.

@@ -405,6 +405,26 @@ impl Metrics {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Whole-process totals, for the final log line and the demo.
+    pub fn totals(&self) -> Totals {
+        let sum = |name: &str| -> u64 {
+            self.inner
+                .registry
+                .gather()
+                .iter()
+                .filter(|f| f.name() == name)
+                .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
+                .sum::<f64>() as u64
+        };
+        Totals {
+            opened: sum(names::OPENED),
+            closed: sum(names::CLOSED),
+            active: self.active() as u64,
+            drained_closed: self.inner.drain_closed.get(),
+            drained_cut: self.inner.drain_cut.get(),
+        }
+    }
+
     /// Sessions open now.
     pub fn active(&self) -> usize {
         usize::try_from(self.inner.active.get()).unwrap_or(0)
@@ -453,6 +473,21 @@ impl Metrics {
             },
         }
     }
+}
+
+/// Whole-process session totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// `wspulse_connections_opened_total`, all routes.
+    pub opened: u64,
+    /// `wspulse_connections_closed_total`, all labels.
+    pub closed: u64,
+    /// `wspulse_connections_active`.
+    pub active: u64,
+    /// Drain sessions that closed cleanly.
+    pub drained_closed: u64,
+    /// Drain sessions cut at the deadline.
+    pub drained_cut: u64,
 }
 
 /// What the guard knows about a session from its handshake.

@@ -110,9 +110,17 @@ impl Server {
                 "drain deadline passed: remaining sessions were cut"
             );
         }
-        info!(sessions = report.sessions, "drained");
         stop_admin.cancel();
         let _ = admin_task.await;
+        let t = shared.metrics.totals();
+        info!(
+            opened = t.opened,
+            closed = t.closed,
+            active = t.active,
+            shutdown_closed = t.drained_closed,
+            shutdown_cut = t.drained_cut,
+            "final counts"
+        );
         report
     }
 }

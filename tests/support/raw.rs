@@ -170,6 +170,19 @@ impl RawClient {
         })
     }
 
+    /// Read frames until a Close, answering pings like a live client;
+    /// returns the Close (`None` if the stream ended first).
+    pub async fn expect_close_answering_pings(&mut self) -> Option<RawFrame> {
+        while let Some(f) = self.read_frame().await {
+            match f.opcode {
+                8 => return Some(f),
+                9 => self.send(true, 10, &f.payload).await,
+                _ => {}
+            }
+        }
+        None
+    }
+
     /// Read frames until a Close; returns it (`None` if the stream ended first).
     pub async fn expect_close(&mut self) -> Option<RawFrame> {
         while let Some(f) = self.read_frame().await {

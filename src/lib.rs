@@ -18,6 +18,7 @@
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/closures`.
 //! - [`shutdown`]: signals, readiness, spread drain, deadline.
 //! - [`echo`]: a scriptable echo upstream for tests and the demo.
+//! - [`explain`]: `wspulse explain`, a plain-language diagnosis of `/metrics`.
 //! - [`telemetry`]: tracing in text or JSON.
 
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod closure;
 pub mod config;
 pub mod echo;
+pub mod explain;
 pub mod keepalive;
 pub mod listener;
 pub mod metrics;

@@ -31,6 +31,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Read a running instance's /metrics and explain, in plain language, how its sessions end.
+    Explain {
+        /// Admin base URL of the running wspulse, e.g. http://127.0.0.1:9090
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+    },
 }
 
 fn load(
@@ -62,6 +68,25 @@ fn main() -> ExitCode {
             Ok(settings) => run(settings),
             Err(code) => code,
         },
+        Command::Explain { admin } => explain(&admin),
+    }
+}
+
+fn explain(admin: &str) -> ExitCode {
+    let text = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(wspulse::explain::fetch(admin)));
+    match text {
+        Ok(text) => {
+            print!("{}", wspulse::explain::diagnose(&text));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wspulse explain: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -31,6 +31,7 @@ const KNOWN_KEYS: &[&str] = &[
     "listen.addr",
     "upstream.url",
     "upstream.connect_timeout",
+    "upstream.ca_file",
     "keepalive.interval",
     "keepalive.timeout",
     "limits.max_message_size",
@@ -92,6 +93,9 @@ pub struct UpstreamSettings {
     pub url: UpstreamUrl,
     /// TCP (+TLS) + upgrade deadline for dialing the upstream (default 5s).
     pub connect_timeout: Duration,
+    /// Extra trusted CA certificates (PEM) for a `wss://` upstream, on top
+    /// of the Mozilla roots; `""` (default) for none.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A parsed `ws://` or `wss://` upstream URL without query or fragment.
@@ -193,6 +197,7 @@ impl Default for Settings {
                     base_path: String::new(),
                 },
                 connect_timeout: secs(5),
+                ca_file: None,
             },
             keepalive: KeepaliveSettings {
                 interval: secs(15),
@@ -584,6 +589,16 @@ fn apply(s: &mut Settings, key: &str, f: &Field<'_>) -> Result<(), String> {
                 .map_err(|e| format!("invalid URL {text:?}: {e}"))?;
         }
         "upstream.connect_timeout" => s.upstream.connect_timeout = f.positive_duration()?,
+        "upstream.ca_file" => {
+            let path = f.string()?;
+            s.upstream.ca_file = if path.is_empty() {
+                None
+            } else {
+                // Parse it now, so `check` reports a bad file, not the first dial.
+                crate::upstream::tls_config(Some(std::path::Path::new(&path)))?;
+                Some(path.into())
+            };
+        }
         "keepalive.interval" => s.keepalive.interval = f.duration()?,
         "keepalive.timeout" => s.keepalive.timeout = f.duration()?,
         "limits.max_message_size" => s.limits.max_message_size = f.size()?,
@@ -928,7 +943,7 @@ impl Settings {
     pub fn to_toml(&self) -> String {
         let mut out = format!(
             "[listen]\naddr = {listen}\n\n\
-             [upstream]\nurl = {url}\nconnect_timeout = {connect}\n\n\
+             [upstream]\nurl = {url}\nconnect_timeout = {connect}\nca_file = {ca}\n\n\
              [keepalive]\ninterval = {interval}\ntimeout = {timeout}\n\n\
              [limits]\nmax_message_size = {msg}\nmax_frame_size = {frame}\n\
              handshake_timeout = {handshake}\nmax_connections = {conns}\n\n\
@@ -938,6 +953,14 @@ impl Settings {
             listen = quote(&self.listen.addr.to_string()),
             url = quote(&self.upstream.url.to_string()),
             connect = quote(&fmt_duration(self.upstream.connect_timeout)),
+            ca = quote(
+                &self
+                    .upstream
+                    .ca_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
             interval = quote(&fmt_duration(self.keepalive.interval)),
             timeout = quote(&fmt_duration(self.keepalive.timeout)),
             msg = size_value(self.limits.max_message_size),

@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub rejecting: Arc<Semaphore>,
     pub ws_config: WebSocketConfig,
     pub session_config: SessionConfig,
+    /// TLS client settings, built once, when the upstream is `wss://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     routes: Vec<(usize, Route)>,
 }
 
@@ -74,7 +76,17 @@ impl Shared {
         // Longest prefix first, so the first match wins.
         let mut routes: Vec<(usize, Route)> = settings.routes.iter().cloned().enumerate().collect();
         routes.sort_by_key(|(_, r)| std::cmp::Reverse(r.path_prefix.len()));
+        // The config check already built this once, so it fails here only
+        // if the CA file changed since; dials then fail with reason `tls`.
+        let tls = if settings.upstream.url.tls {
+            upstream::tls_config(settings.upstream.ca_file.as_deref())
+                .map_err(|e| tracing::error!(error = %e, "upstream TLS configuration"))
+                .ok()
+        } else {
+            None
+        };
         Shared {
+            tls,
             sessions: Arc::new(Semaphore::new(settings.limits.max_connections)),
             rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
             settings,
@@ -304,6 +316,7 @@ async fn handle(
         headers,
         s.upstream.connect_timeout,
         shared.ws_config,
+        shared.tls.as_ref(),
     )
     .await
     {

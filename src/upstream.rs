@@ -4,15 +4,20 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use rustls::ClientConfig;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{
     self, handshake::client::generate_key, protocol::WebSocketConfig,
 };
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::config::UpstreamUrl;
 use crate::metrics::ConnectFailure;
@@ -89,29 +94,68 @@ impl UpstreamError {
     }
 }
 
+/// The upstream's byte stream: plain TCP for `ws://`, TLS for `wss://`.
+pub type UpstreamStream = MaybeTlsStream<TcpStream>;
+
 /// An established upstream leg.
 pub struct Dialed {
     /// The WebSocket to the upstream.
-    pub ws: WebSocketStream<TcpStream>,
+    pub ws: WebSocketStream<UpstreamStream>,
     /// The subprotocol the upstream picked, if any.
     pub protocol: Option<HeaderValue>,
 }
 
+/// TLS client settings for `wss://` upstreams: the Mozilla roots (webpki)
+/// plus the PEM certificates of `ca_file`, verified with ring.
+pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let mut added = 0;
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: bad certificate: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("{}: no certificate found", path.display()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Dial `url` + `path_and_query` with `headers` (already filtered by
-/// [`forward_headers`]); resolve, connect and upgrade within `timeout`.
+/// [`forward_headers`]); resolve, connect, TLS for `wss://` (with `tls`),
+/// and upgrade, all within `timeout`.
 pub async fn dial(
     url: &UpstreamUrl,
     path_and_query: &str,
     headers: HeaderMap,
     timeout: Duration,
     config: WebSocketConfig,
+    tls: Option<&Arc<ClientConfig>>,
 ) -> Result<Dialed, UpstreamError> {
-    if url.tls {
-        return Err(UpstreamError::Tls(
-            "wss:// upstreams are not supported by this build".into(),
-        ));
-    }
-    tokio::time::timeout(timeout, dial_inner(url, path_and_query, headers, config))
+    let tls = match (url.tls, tls) {
+        (true, Some(t)) => Some(t.clone()),
+        (true, None) => {
+            return Err(UpstreamError::Tls(
+                "no TLS configuration (see upstream.ca_file)".into(),
+            ));
+        }
+        (false, _) => None,
+    };
+    let work = dial_inner(url, path_and_query, headers, config, tls);
+    tokio::time::timeout(timeout, work)
         .await
         .unwrap_or(Err(UpstreamError::Timeout(timeout)))
 }
@@ -121,6 +165,7 @@ async fn dial_inner(
     path_and_query: &str,
     headers: HeaderMap,
     config: WebSocketConfig,
+    tls: Option<Arc<ClientConfig>>,
 ) -> Result<Dialed, UpstreamError> {
     let tcp = connect(&url.host, url.port).await?;
     let mut request = tungstenite::handshake::client::Request::builder()
@@ -129,11 +174,7 @@ async fn dial_inner(
         .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
     let h = request.headers_mut();
     *h = headers;
-    let host = if url.host.contains(':') {
-        format!("[{}]:{}", url.host, url.port)
-    } else {
-        format!("{}:{}", url.host, url.port)
-    };
+    let host = url.authority();
     let host = HeaderValue::from_str(&host).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
     h.insert(header::HOST, host);
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -145,7 +186,18 @@ async fn dial_inner(
     let key = HeaderValue::from_str(&generate_key())
         .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
     h.insert(header::SEC_WEBSOCKET_KEY, key);
-    match tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await {
+    let handshake = match tls {
+        Some(tls) => {
+            let connector = Some(Connector::Rustls(tls));
+            tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), connector)
+                .await
+        }
+        None => {
+            let plain = MaybeTlsStream::Plain(tcp);
+            tokio_tungstenite::client_async_with_config(request, plain, Some(config)).await
+        }
+    };
+    match handshake {
         Ok((ws, response)) => {
             let protocol = response
                 .headers()
@@ -160,6 +212,11 @@ async fn dial_inner(
                 headers: parts.headers,
                 body: body.unwrap_or_default(),
             })
+        }
+        Err(tungstenite::Error::Tls(e)) => Err(UpstreamError::Tls(e.to_string())),
+        // tokio-rustls reports certificate and handshake failures as InvalidData.
+        Err(tungstenite::Error::Io(e)) if url.tls && e.kind() == io::ErrorKind::InvalidData => {
+            Err(UpstreamError::Tls(e.to_string()))
         }
         Err(tungstenite::Error::Io(e)) => Err(UpstreamError::Unreachable {
             addr: format!("{}:{}", url.host, url.port),

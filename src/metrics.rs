@@ -122,12 +122,12 @@ const DURATION_BUCKETS: &[f64] = &[
 /// Idle-before-close buckets: a narrow window just around each common
 /// load-balancer / proxy idle limit, so a cluster of closures there stands out
 /// as one bucket. 30 s GCP/ELB-classic style, 60 s nginx `proxy_read_timeout`
-/// and AWS ALB default, 100 s Cloudflare, 120 s, 300 s, 350 s AWS NLB TCP
-/// idle, 900 s, 3600 s. A window is `[L-1, L+2)`: the proxy sees the kill
-/// slightly after the limit.
+/// and AWS ALB default, 100 s Cloudflare, 120 s, 240 s Azure Load Balancer
+/// (4 min), 300 s, 350 s AWS NLB TCP idle, 900 s, 3600 s. A window is
+/// `[L-1, L+2)`: the proxy sees the kill slightly after the limit.
 pub const IDLE_BUCKETS: &[f64] = &[
-    0.5, 1.0, 5.0, 10.0, 20.0, 29.0, 32.0, 59.0, 62.0, 99.0, 102.0, 119.0, 122.0, 299.0, 302.0,
-    349.0, 352.0, 899.0, 902.0, 3599.0, 3602.0,
+    0.5, 1.0, 5.0, 10.0, 20.0, 29.0, 32.0, 59.0, 62.0, 99.0, 102.0, 119.0, 122.0, 239.0, 242.0,
+    299.0, 302.0, 349.0, 352.0, 899.0, 902.0, 3599.0, 3602.0,
 ];
 
 /// The `route` label value when no routes are configured.

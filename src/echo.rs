@@ -9,12 +9,17 @@
 //! | `drop`             | closes its TCP stream without a Close frame (FIN)     |
 //! | `rst`              | resets its TCP connection (RST, `SO_LINGER` 0)        |
 //! | `silent`           | stops reading: answers no more pings, echoes nothing  |
+//! | `mute`             | like `silent`, but drains and discards its input, so  |
+//! |                    | it notices (and ends) when the proxy drops the TCP    |
 //! | `big:N`            | sends a binary message of N bytes                     |
 //! | `badutf8`          | sends a text frame that is not valid UTF-8            |
 //! | anything else      | echoed unchanged                                      |
 //!
 //! The builder sets what happens before that: reject every handshake with
-//! a status, or accept TCP and never answer (a hung upstream). The handle
+//! a status, or accept TCP and never answer (a hung upstream). The request
+//! path can also reject one handshake: `/reject/NNN[/…]` (NNN a 4xx or 5xx
+//! status) is answered NNN instead of 101, so one upstream serves both
+//! sessions and rejections (`wspulse demo` relies on it). The handle
 //! records the Close frames and request heads it received, and lets a test
 //! wait for them without sleeping.
 
@@ -23,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::{
@@ -172,6 +178,12 @@ impl EchoBuilder {
                     r.push(seen);
                 }
                 st.changed.notify_waiters();
+                if let Some(status) = path_reject_status(req.uri().path()) {
+                    let body = format!("rejected by the echo upstream ({})\n", req.uri().path());
+                    let mut e = ErrorResponse::new(Some(body));
+                    *e.status_mut() = status;
+                    return Err(e);
+                }
                 if let Mode::Reject(status, body) = &mode {
                     let mut e = ErrorResponse::new(Some(body.clone()));
                     *e.status_mut() = tungstenite::http::StatusCode::from_u16(*status)
@@ -225,6 +237,18 @@ impl EchoBuilder {
                         std::future::pending::<()>().await;
                         return;
                     }
+                    Script::Mute => {
+                        // Read raw bytes past tungstenite: no pong, no echo,
+                        // but EOF (the proxy giving up on us) ends the task.
+                        let tcp = ws.get_mut();
+                        let mut sink = [0u8; 4096];
+                        while let Ok(n) = tcp.read(&mut sink).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                        return;
+                    }
                     Script::Big(n) => Message::Binary(vec![b'x'; n].into()),
                     Script::BadUtf8 => Message::Frame(Frame::message(
                         vec![0xc3u8, 0x28],
@@ -260,6 +284,7 @@ enum Script {
     Drop,
     Reset,
     Silent,
+    Mute,
     Big(usize),
     BadUtf8,
 }
@@ -269,6 +294,7 @@ fn script(text: &str) -> Script {
         "drop" => Script::Drop,
         "rst" => Script::Reset,
         "silent" => Script::Silent,
+        "mute" => Script::Mute,
         "badutf8" => Script::BadUtf8,
         t => {
             if let Some(rest) = t.strip_prefix("close:") {
@@ -283,6 +309,16 @@ fn script(text: &str) -> Script {
             Script::Echo
         }
     }
+}
+
+/// The status a `/reject/NNN[/…]` path asks for: a 4xx or 5xx, else `None`.
+fn path_reject_status(path: &str) -> Option<tungstenite::http::StatusCode> {
+    let rest = path.strip_prefix("/reject/")?;
+    let code: u16 = rest.split('/').next()?.parse().ok()?;
+    if !(400..=599).contains(&code) {
+        return None;
+    }
+    tungstenite::http::StatusCode::from_u16(code).ok()
 }
 
 impl EchoServer {
@@ -361,5 +397,21 @@ impl EchoServer {
 impl Drop for EchoServer {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reject_paths_name_an_error_status() {
+        let status = |p| path_reject_status(p).map(|s| s.as_u16());
+        assert_eq!(status("/reject/403"), Some(403));
+        assert_eq!(status("/reject/503/anything"), Some(503));
+        assert_eq!(status("/reject/200"), None);
+        assert_eq!(status("/reject/abc"), None);
+        assert_eq!(status("/rejected/403"), None);
+        assert_eq!(status("/chat"), None);
     }
 }

@@ -18,6 +18,8 @@
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/closures`.
 //! - [`shutdown`]: signals, readiness, spread drain, deadline.
 //! - [`echo`]: a scriptable echo upstream for tests and the demo.
+//! - [`demo`]: `wspulse demo`, the proxy, an upstream and synthetic clients in
+//!   one process, with a live table of what the proxy records.
 //! - [`explain`]: `wspulse explain`, a plain-language diagnosis of `/metrics`.
 //! - [`telemetry`]: tracing in text or JSON.
 
@@ -26,6 +28,7 @@
 pub mod admin;
 pub mod closure;
 pub mod config;
+pub mod demo;
 pub mod echo;
 pub mod explain;
 pub mod keepalive;

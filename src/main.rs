@@ -37,6 +37,13 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9090")]
         admin: String,
     },
+    /// The built-in demo: an echo upstream, the proxy in front of it, synthetic clients ending
+    /// sessions every way the proxy tells apart, and a live table of what it records.
+    Demo {
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+    },
 }
 
 fn load(
@@ -68,6 +75,9 @@ fn main() -> ExitCode {
             Ok(settings) => run(settings),
             Err(code) => code,
         },
+        Command::Demo { duration } => {
+            wspulse::demo::run(duration.map(std::time::Duration::from_secs))
+        }
         Command::Explain { admin } => explain(&admin),
     }
 }

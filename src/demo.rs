@@ -46,10 +46,10 @@
 //! | `rejected-403`          | path `/reject/403`: the upstream answers 403          | HTTP 403 (handshake rejection)      |
 //! | `unreachable-502`       | via the second instance: nothing listens upstream     | HTTP 502 (connect failure, refused) |
 //!
-//! The clients speak WebSocket over raw TCP (a few dozen lines below):
-//! they must send what well-behaved libraries refuse to (an unmasked
-//! frame), read codes some refuse to read (1014), and reset or abandon a
-//! socket at a precise moment.
+//! The clients speak WebSocket over raw TCP (a few dozen lines below,
+//! frames from [`crate::wire`]): they must send what well-behaved
+//! libraries refuse to (an unmasked frame), read codes some refuse to
+//! read (1014), and reset or abandon a socket at a precise moment.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -67,9 +67,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::config::{self, Settings};
 use crate::echo::EchoServer;
+use crate::explain;
 use crate::metrics::{Metrics, names};
 use crate::server::Server;
 use crate::shutdown::DrainReport;
+use crate::wire::encode_frame;
 
 /// Largest message the demo proxy accepts (`limits.max_message_size`).
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -683,32 +685,6 @@ const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x3e];
 /// Frames from the proxy larger than this mean something is wrong.
 const MAX_INBOUND: usize = 1024 * 1024;
 
-/// Encode one frame; clients must `mask`.
-fn encode_frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 14);
-    out.push((u8::from(fin) << 7) | (opcode & 0x0f));
-    let m = if mask.is_some() { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(m | n as u8),
-        n if n <= 0xffff => {
-            out.push(m | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(m | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    match mask {
-        Some(key) => {
-            out.extend_from_slice(&key);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        }
-        None => out.extend_from_slice(payload),
-    }
-    out
-}
-
 /// The answer to an upgrade request.
 enum Handshake {
     Upgraded(RawWs),
@@ -1020,7 +996,9 @@ impl RowKey {
     /// What the row means, in plain language.
     pub fn meaning(&self) -> String {
         match self {
-            RowKey::Closed { code, cause, .. } => close_meaning(*code, cause).to_string(),
+            RowKey::Closed { code, side, cause } => {
+                explain::meaning(*code, side, cause).short.into()
+            }
             RowKey::Rejected { status } => match status {
                 400 => "not a valid WebSocket upgrade".into(),
                 408 => "client too slow to send its upgrade".into(),
@@ -1039,34 +1017,6 @@ impl RowKey {
             }
             .into(),
         }
-    }
-}
-
-fn close_meaning(code: u16, cause: &str) -> &'static str {
-    match (code, cause) {
-        (_, "ping_timeout") => "peer stopped answering pings (dead or black-holed)",
-        (_, "eof") => "no Close frame: peer vanished / network / idle kill",
-        (_, "reset") => "no Close frame: TCP reset (crash, or a middlebox cut it)",
-        (_, "io_error") => "no Close frame: other network error",
-        (_, "internal") => "no cause recorded (a wspulse bug)",
-        (_, "shutdown") => "proxy drain (shutdown)",
-        (_, "message_too_big") => "message too big (over limits.max_message_size)",
-        (1007, _) => "invalid payload: text that is not UTF-8",
-        (1002, _) => "protocol error",
-        (1000, _) => "normal closure",
-        (1001, _) => "going away (page closed, server leaving)",
-        (1003, _) => "unsupported data",
-        (1005, _) => "Close frame without a code",
-        (1008, _) => "policy violation",
-        (1009, _) => "message too big",
-        (1010, _) => "client needed an extension",
-        (1011, _) => "server error",
-        (1012, _) => "service restart",
-        (1013, _) => "try again later",
-        (1014, _) => "bad gateway",
-        (3000..=3999, _) => "registered application code",
-        (4000..=4999, _) => "application code",
-        _ => "other code",
     }
 }
 
@@ -1089,22 +1039,21 @@ pub struct Snapshot {
 impl Snapshot {
     /// Parse the Prometheus text of [`Metrics::encode`] (what `/metrics` serves).
     pub fn from_text(text: &str) -> Snapshot {
-        let rtt_bucket = format!("{}_bucket", names::PING_RTT);
-        let mut s = Snapshot::default();
-        for (name, labels, value) in text.lines().filter_map(parse_sample) {
-            let get = |k: &str| {
-                labels
-                    .iter()
-                    .find(|(n, _)| n == k)
-                    .map_or("", |(_, v)| v.as_str())
-            };
-            let n = if value.is_finite() && value > 0.0 {
-                value.round() as u64
+        // A sample's value as a count (0 for junk).
+        let count = |v: f64| {
+            if v.is_finite() && v > 0.0 {
+                v.round() as u64
             } else {
                 0
-            };
+            }
+        };
+        let samples = explain::parse(text);
+        let mut s = Snapshot::default();
+        for sample in &samples {
+            let get = |k: &str| sample.labels.get(k).map_or("", String::as_str);
+            let n = count(sample.value);
             let mut row = |key: RowKey| *s.rows.entry(key).or_default() += n;
-            match name {
+            match sample.name.as_str() {
                 names::CLOSED => row(RowKey::Closed {
                     code: get("code").parse().unwrap_or(0),
                     side: get("side").into(),
@@ -1123,27 +1072,15 @@ impl Snapshot {
                     "upstream_to_client" => s.messages[1] += n,
                     _ => {}
                 },
-                _ if name == rtt_bucket => {
-                    let i = match get("side") {
-                        "client" => 0,
-                        "upstream" => 1,
-                        _ => continue,
-                    };
-                    let le = match get("le") {
-                        "+Inf" => f64::INFINITY,
-                        v => match v.parse() {
-                            Ok(v) => v,
-                            Err(_) => continue,
-                        },
-                    };
-                    s.rtt[i].push((le, n));
-                }
                 _ => {}
             }
         }
-        for b in &mut s.rtt {
-            b.sort_by(|x, y| x.0.total_cmp(&y.0));
-        }
+        s.rtt = ["client", "upstream"].map(|side| {
+            explain::buckets(&samples, names::PING_RTT, ("side", side))
+                .into_iter()
+                .map(|(le, c)| (le, count(c)))
+                .collect()
+        });
         s
     }
 
@@ -1196,85 +1133,6 @@ fn merge_buckets(a: &[(f64, u64)], b: &[(f64, u64)], f: fn(u64, u64) -> u64) -> 
         .into_iter()
         .map(|le| (le, f(at(a, le), at(b, le))))
         .collect()
-}
-
-/// A sample: metric name, label pairs, value.
-type Sample<'a> = (&'a str, Vec<(String, String)>, f64);
-
-/// One sample line. `None` for comments and junk.
-fn parse_sample(line: &str) -> Option<Sample<'_>> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let (head, value) = line.rsplit_once(' ')?;
-    let value: f64 = match value {
-        "+Inf" => f64::INFINITY,
-        v => v.parse().ok()?,
-    };
-    match head.split_once('{') {
-        None => Some((head, Vec::new(), value)),
-        Some((name, rest)) => Some((name, parse_labels(rest.strip_suffix('}')?)?, value)),
-    }
-}
-
-/// `a="x",b="y"` (with `\\`, `\"`, `\n` escapes).
-fn parse_labels(s: &str) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || *c == ' ') {
-            chars.next();
-        }
-        let mut key = String::new();
-        for c in chars.by_ref() {
-            if c == '=' {
-                break;
-            }
-            key.push(c);
-        }
-        if key.is_empty() {
-            return Some(out);
-        }
-        if chars.next() != Some('"') {
-            return None;
-        }
-        let mut value = String::new();
-        loop {
-            match chars.next()? {
-                '\\' => match chars.next()? {
-                    'n' => value.push('\n'),
-                    c => value.push(c),
-                },
-                '"' => break,
-                c => value.push(c),
-            }
-        }
-        out.push((key, value));
-    }
-}
-
-/// The `q` quantile of a cumulative histogram, interpolated linearly in
-/// its bucket (as Prometheus' `histogram_quantile`); `None` without samples.
-pub fn quantile(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total == 0 {
-        return None;
-    }
-    let rank = q * total as f64;
-    let (mut lower, mut below) = (0.0, 0u64);
-    for &(le, cum) in buckets {
-        if cum as f64 >= rank && cum > below {
-            if le.is_infinite() {
-                return Some(lower);
-            }
-            let frac = (rank - below as f64) / (cum - below) as f64;
-            return Some(lower + (le - lower) * frac);
-        }
-        lower = if le.is_finite() { le } else { lower };
-        below = cum;
-    }
-    Some(lower)
 }
 
 fn rates(prev: &Snapshot, now: &Snapshot, dt: f64) -> [f64; 2] {
@@ -1346,7 +1204,11 @@ pub fn render(v: &View<'_>) -> String {
         "  sessions: {} opened, {} active   messages/s ({}): {:.1} client->upstream, {:.1} upstream->client",
         s.opened, s.active, v.rate_label, v.rates[0], v.rates[1]
     );
-    let p = |i: usize, q: f64| fmt_ms(quantile(&s.rtt[i], q));
+    let rtt = s
+        .rtt
+        .each_ref()
+        .map(|b| b.iter().map(|&(le, n)| (le, n as f64)).collect::<Vec<_>>());
+    let p = |i: usize, q: f64| fmt_ms(explain::quantile(&rtt[i], q));
     let _ = writeln!(
         o,
         "  ping RTT (from histogram buckets): client p50 {} p99 {}, upstream p50 {} p99 {}",
@@ -1506,20 +1368,6 @@ wspulse_ping_rtt_seconds_bucket{side=\"client\",le=\"+Inf\"} 2
         let d = s.since(&s);
         assert!(d.rows.values().all(|v| *v == 0));
         assert_eq!(d.active, 2);
-    }
-
-    #[test]
-    fn quantiles_interpolate_within_buckets() {
-        let b = [(0.001, 50), (0.002, 100), (f64::INFINITY, 100)];
-        assert_eq!(quantile(&b, 0.5), Some(0.001));
-        let p75 = quantile(&b, 0.75).unwrap();
-        assert!((p75 - 0.0015).abs() < 1e-12, "{p75}");
-        assert_eq!(quantile(&[(0.001, 0), (f64::INFINITY, 0)], 0.5), None);
-        // Everything past the last finite bound: that bound.
-        assert_eq!(
-            quantile(&[(0.001, 0), (f64::INFINITY, 4)], 0.99),
-            Some(0.001)
-        );
     }
 
     #[test]

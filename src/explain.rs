@@ -90,98 +90,194 @@ fn closures(samples: &[Sample]) -> BTreeMap<(String, String, String), f64> {
     m
 }
 
-/// What a closure kind means, its usual cause, and what to do.
-pub fn meaning(code: &str, side: &str, cause: &str) -> (&'static str, &'static str) {
+/// What a closure kind means, in the two lengths wspulse shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meaning {
+    /// A few words for a table cell (the `wspulse demo` table).
+    pub short: &'static str,
+    /// What happened, for a diagnosis.
+    pub what: &'static str,
+    /// Its usual cause and what to do about it.
+    pub why: &'static str,
+}
+
+const fn m(short: &'static str, what: &'static str, why: &'static str) -> Meaning {
+    Meaning { short, what, why }
+}
+
+/// A code with no advice of its own.
+const OTHER: Meaning = m(
+    "other code",
+    "other close code",
+    "see RFC 6455 §7.4 and the IANA registry",
+);
+/// An application's own code.
+const APPLICATION: Meaning = m(
+    "application code",
+    "application-defined code",
+    "its meaning is defined by your application",
+);
+/// No Close frame, and no more specific advice.
+const NO_CLOSE: Meaning = m(
+    "no Close frame",
+    "no Close frame: the connection just ended",
+    "look at the side and cause",
+);
+
+/// What a closure kind `{code, side, cause}` means, its usual cause, and
+/// what to do: the one table behind `wspulse explain` and the demo's table.
+/// The causes that decide the code come first (no Close frame: 1006;
+/// `message_too_big`: 1009; `shutdown`: the drain code), then close codes;
+/// see [`crate::closure::classify`] for the kinds that occur.
+pub fn meaning(code: u16, side: &str, cause: &str) -> Meaning {
+    const EOF: &str = "no Close frame: peer vanished / network / idle kill";
+    const RESET: &str = "no Close frame: TCP reset (crash, or a middlebox cut it)";
+    const SILENT: &str = "peer stopped answering pings (dead or black-holed)";
+    const GOING_AWAY: &str = "going away (page closed, server leaving)";
+    const TOO_BIG: &str = "message too big";
+    const TOO_BIG_WHY: &str = "raise limits.max_message_size or make the sender split its messages";
     match (code, side, cause) {
-        ("1000", _, _) => ("normal closure", "nothing to do"),
-        ("1001", _, "shutdown") | (_, "proxy", "shutdown") => (
+        (1000, _, _) => m("normal closure", "normal closure", "nothing to do"),
+        (_, _, "shutdown") => m(
+            "proxy drain (shutdown)",
             "wspulse drained its sessions (a deploy or restart of the proxy)",
             "expected during rollouts; use shutdown.spread to avoid reconnect storms",
         ),
-        ("1001", "client", _) => (
-            "client going away (tab closed, app backgrounded or navigated away)",
-            "normal for browsers and mobile apps",
-        ),
-        ("1001", "upstream", _) => (
-            "upstream going away (it is shutting down or restarting)",
-            "expected during upstream deploys; clients should reconnect with backoff",
-        ),
-        ("1006", "client", "eof") => (
+        (_, "client", "eof") => m(
+            EOF,
             "client vanished without a Close frame",
             "usually a client losing network, a tab or app closed without calling close(), or an idle socket killed by a NAT or load balancer; make clients call close() and reconnect with backoff",
         ),
-        ("1006", "client", "reset") => (
+        (_, "client", "reset") => m(
+            RESET,
             "client connection reset",
             "a middlebox (NAT, firewall, load balancer) or the client's OS killed the TCP connection; if it clusters at a fixed idle time it is an idle limit",
         ),
-        ("1006", "client", "ping_timeout") => (
+        (_, "client", "ping_timeout") => m(
+            SILENT,
             "client stopped answering pings (dead or black-holed)",
             "phones losing coverage, sleeping laptops, expired NAT mappings; normal at a low rate on mobile, alarming if it jumps",
         ),
-        ("1006", "upstream", "eof") => (
+        (_, "upstream", "eof") => m(
+            EOF,
             "upstream closed TCP without a Close frame",
             "upstream crashes, OOM kills or deploys that do not close sockets gracefully; check upstream restarts at those times and make it send Close 1001/1012 on shutdown",
         ),
-        ("1006", "upstream", "reset") => (
+        (_, "upstream", "reset") => m(
+            RESET,
             "upstream connection reset",
             "upstream process killed or its host/network failed",
         ),
-        ("1006", "upstream", "ping_timeout") => (
+        (_, "upstream", "ping_timeout") => m(
+            SILENT,
             "upstream stopped answering pings",
             "upstream overloaded or hung (blocked event loop, long GC pause, deadlock); check its CPU and latency",
         ),
-        ("1006", _, _) => (
-            "no Close frame: the connection just ended",
-            "look at the side and cause",
+        (_, _, "eof") => Meaning {
+            short: EOF,
+            ..NO_CLOSE
+        },
+        (_, _, "reset") => Meaning {
+            short: RESET,
+            ..NO_CLOSE
+        },
+        (_, _, "ping_timeout") => Meaning {
+            short: SILENT,
+            ..NO_CLOSE
+        },
+        (_, _, "io_error") => Meaning {
+            short: "no Close frame: other network error",
+            ..NO_CLOSE
+        },
+        (_, _, "internal") => Meaning {
+            short: "no cause recorded (a wspulse bug)",
+            ..NO_CLOSE
+        },
+        (_, _, "message_too_big") => m(
+            "message too big (over limits.max_message_size)",
+            TOO_BIG,
+            TOO_BIG_WHY,
         ),
-        ("1002", _, _) => (
+        (1001, "client", _) => m(
+            GOING_AWAY,
+            "client going away (tab closed, app backgrounded or navigated away)",
+            "normal for browsers and mobile apps",
+        ),
+        (1001, "upstream", _) => m(
+            GOING_AWAY,
+            "upstream going away (it is shutting down or restarting)",
+            "expected during upstream deploys; clients should reconnect with backoff",
+        ),
+        (1001, _, _) => Meaning {
+            short: GOING_AWAY,
+            ..OTHER
+        },
+        (1006, _, _) => NO_CLOSE,
+        (1002, _, _) => m(
+            "protocol error",
             "protocol error",
             "a buggy or hostile peer broke RFC 6455; check the client library and version",
         ),
-        ("1007", _, _) => (
-            "invalid UTF-8 in a text message",
-            "the sender must use binary frames for non-text data",
-        ),
-        ("1008", _, _) => (
-            "policy violation",
-            "the application refused the peer (auth, rate limit)",
-        ),
-        ("1009", _, _) => (
-            "message too big",
-            "raise limits.max_message_size or make the sender split its messages",
-        ),
-        ("1011", _, _) => (
-            "upstream internal error",
-            "the server hit an unexpected condition; check its logs",
-        ),
-        ("1012", _, _) => ("service restart", "expected during deploys"),
-        ("1013", _, _) => (
-            "try again later",
-            "the server is overloaded and shedding sessions",
-        ),
-        ("1005", _, _) => (
+        (1003, _, _) => Meaning {
+            short: "unsupported data",
+            ..OTHER
+        },
+        (1005, _, _) => m(
+            "Close frame without a code",
             "Close frame without a code",
             "harmless, but the peer could say why",
         ),
-        (c, _, _) if c.starts_with('3') || c.starts_with('4') => (
-            "application-defined code",
-            "its meaning is defined by your application",
+        (1007, _, _) => m(
+            "invalid payload: text that is not UTF-8",
+            "invalid UTF-8 in a text message",
+            "the sender must use binary frames for non-text data",
         ),
-        _ => (
-            "other close code",
-            "see RFC 6455 §7.4 and the IANA registry",
+        (1008, _, _) => m(
+            "policy violation",
+            "policy violation",
+            "the application refused the peer (auth, rate limit)",
         ),
+        (1009, _, _) => m(TOO_BIG, TOO_BIG, TOO_BIG_WHY),
+        (1010, _, _) => Meaning {
+            short: "client needed an extension",
+            ..OTHER
+        },
+        (1011, _, _) => m(
+            "server error",
+            "upstream internal error",
+            "the server hit an unexpected condition; check its logs",
+        ),
+        (1012, _, _) => m(
+            "service restart",
+            "service restart",
+            "expected during deploys",
+        ),
+        (1013, _, _) => m(
+            "try again later",
+            "try again later",
+            "the server is overloaded and shedding sessions",
+        ),
+        (1014, _, _) => Meaning {
+            short: "bad gateway",
+            ..OTHER
+        },
+        (3000..=3999, _, _) => Meaning {
+            short: "registered application code",
+            ..APPLICATION
+        },
+        (4000..=4999, _, _) => APPLICATION,
+        _ => OTHER,
     }
 }
 
-/// Histogram buckets of one series as (upper bound, count in that bucket).
-fn buckets(samples: &[Sample], name: &str, label: (&str, &str)) -> Vec<(f64, f64)> {
+/// The buckets of one histogram series as exposed, (upper bound `le`,
+/// cumulative count), sorted by bound: `{name}_bucket` samples whose
+/// `label.0` is `label.1`.
+pub fn buckets(samples: &[Sample], name: &str, label: (&str, &str)) -> Vec<(f64, f64)> {
+    let bucket = format!("{name}_bucket");
     let mut cumulative: Vec<(f64, f64)> = samples
         .iter()
-        .filter(|s| {
-            s.name == format!("{name}_bucket")
-                && s.labels.get(label.0).map(String::as_str) == Some(label.1)
-        })
+        .filter(|s| s.name == bucket && s.labels.get(label.0).map(String::as_str) == Some(label.1))
         .filter_map(|s| {
             let le = s.labels.get("le")?;
             let le = if le == "+Inf" {
@@ -193,36 +289,31 @@ fn buckets(samples: &[Sample], name: &str, label: (&str, &str)) -> Vec<(f64, f64
         })
         .collect();
     cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut prev = 0.0;
     cumulative
-        .into_iter()
-        .map(|(le, c)| {
-            let n = c - prev;
-            prev = c;
-            (le, n)
-        })
-        .collect()
 }
 
-/// The p-quantile of a histogram by linear interpolation inside buckets.
-pub fn quantile(b: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total: f64 = b.iter().map(|x| x.1).sum();
+/// The `q` quantile of a histogram given as [`buckets`] returns them
+/// (cumulative counts), interpolated linearly in its bucket (as
+/// Prometheus' `histogram_quantile`); `None` without samples. Past the
+/// last finite bound, that bound.
+pub fn quantile(cumulative: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = cumulative.last()?.1;
     if total <= 0.0 {
         return None;
     }
-    let target = q * total;
-    let (mut seen, mut lower) = (0.0, 0.0);
-    for &(le, n) in b {
-        if seen + n >= target && n > 0.0 {
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(le, cum) in cumulative {
+        if cum >= rank && cum > below {
             if le.is_infinite() {
                 return Some(lower);
             }
-            return Some(lower + (le - lower) * ((target - seen) / n));
+            return Some(lower + (le - lower) * ((rank - below) / (cum - below)));
         }
-        seen += n;
         if le.is_finite() {
             lower = le;
         }
+        below = cum;
     }
     Some(lower)
 }
@@ -231,19 +322,21 @@ pub fn quantile(b: &[(f64, f64)], q: f64) -> Option<f64> {
 /// around a known limit) holding most abnormal closures.
 fn idle_cluster(samples: &[Sample]) -> Option<(f64, f64, f64)> {
     let b = buckets(samples, names::IDLE_BEFORE_CLOSE, ("class", "abnormal"));
-    let total: f64 = b.iter().map(|x| x.1).sum();
+    let total = b.last().map_or(0.0, |x| x.1);
     if total < 5.0 {
         return None;
     }
     // Windows are the buckets whose lower edge is L-1 of a known limit L.
-    for (i, &(le, n)) in b.iter().enumerate() {
-        let lower = if i == 0 { 0.0 } else { b[i - 1].0 };
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(le, cum) in &b {
+        let n = cum - below;
         let is_window = IDLE_BUCKETS
             .windows(2)
             .any(|w| w[0] == lower && w[1] == le && le - lower <= 3.0);
         if is_window && n / total >= 0.5 {
             return Some((lower + 1.0, n, total));
         }
+        (lower, below) = (le, cum);
     }
     None
 }
@@ -285,7 +378,7 @@ pub fn diagnose(text: &str) -> String {
         let mut kinds: Vec<_> = by_kind.iter().collect();
         kinds.sort_by(|a, b| b.1.total_cmp(a.1));
         for ((code, side, cause), n) in kinds.iter().take(6) {
-            let (what, why) = meaning(code, side, cause);
+            let Meaning { what, why, .. } = meaning(code.parse().unwrap_or(0), side, cause);
             let _ = writeln!(
                 out,
                 "  {:>5.1}%  {code} {side}/{cause} ({n:.0}): {what}.\n          {why}.",
@@ -546,10 +639,24 @@ mod tests {
 
     #[test]
     fn quantile_interpolates() {
-        let b = vec![(0.001, 50.0), (0.01, 50.0), (f64::INFINITY, 0.0)];
+        let b = vec![(0.001, 50.0), (0.01, 100.0), (f64::INFINITY, 100.0)];
         assert!((quantile(&b, 0.5).unwrap() - 0.001).abs() < 1e-9);
         assert!((quantile(&b, 0.99).unwrap() - 0.00982).abs() < 1e-5);
         assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let b = [(0.001, 50.0), (0.002, 100.0), (f64::INFINITY, 100.0)];
+        assert_eq!(quantile(&b, 0.5), Some(0.001));
+        let p75 = quantile(&b, 0.75).unwrap();
+        assert!((p75 - 0.0015).abs() < 1e-12, "{p75}");
+        assert_eq!(quantile(&[(0.001, 0.0), (f64::INFINITY, 0.0)], 0.5), None);
+        // Everything past the last finite bound: that bound.
+        assert_eq!(
+            quantile(&[(0.001, 0.0), (f64::INFINITY, 4.0)], 0.99),
+            Some(0.001)
+        );
     }
 
     #[test]

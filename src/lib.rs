@@ -22,6 +22,8 @@
 //!   one process, with a live table of what the proxy records.
 //! - [`explain`]: `wspulse explain`, a plain-language diagnosis of `/metrics`.
 //! - [`telemetry`]: tracing in text or JSON.
+//! - [`wire`]: hand-built WebSocket frames for the demo's misbehaving
+//!   clients and the tests.
 
 #![forbid(unsafe_code)]
 
@@ -40,3 +42,4 @@ pub mod session;
 pub mod shutdown;
 pub mod telemetry;
 pub mod upstream;
+pub mod wire;

@@ -30,27 +30,12 @@ impl RawFrame {
 
 /// Encode a frame. `mask` as a client must.
 pub fn frame(fin: bool, opcode: u8, payload: &[u8], mask: bool) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | (opcode & 0x0f)];
-    let m = if mask { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(m | n as u8),
-        n if n <= 0xffff => {
-            out.push(m | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(m | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if mask {
-        let key = [0x12u8, 0x34, 0x56, 0x78];
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
+    wspulse::wire::encode_frame(
+        fin,
+        opcode,
+        payload,
+        mask.then_some([0x12, 0x34, 0x56, 0x78]),
+    )
 }
 
 /// A Close frame payload.
@@ -205,5 +190,78 @@ impl RawClient {
             }
         };
         tokio::time::timeout(LIMIT, fut).await.unwrap_or(false)
+    }
+}
+
+impl RawClient {
+    /// Send `request` (a whole HTTP request head) and read the answer's
+    /// head, whatever its status. For handshakes the tests build by hand.
+    pub async fn open(addr: std::net::SocketAddr, request: &[u8]) -> (RawClient, String) {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(request).await.unwrap();
+        let mut c = RawClient {
+            tcp,
+            buf: Vec::new(),
+        };
+        let head = tokio::time::timeout(LIMIT, c.read_head())
+            .await
+            .expect("no response head in time");
+        (c, head)
+    }
+}
+
+/// A raw WebSocket *upstream*: it accepts the proxy's handshake with a
+/// correct 101 and then speaks hand-built frames, so a test can send the
+/// proxy what tokio-tungstenite will not (masked server frames, reserved
+/// bits, forbidden close codes, …).
+pub struct RawUpstream {
+    listener: tokio::net::TcpListener,
+}
+
+impl RawUpstream {
+    /// Listen on 127.0.0.1:0.
+    pub async fn bind() -> RawUpstream {
+        RawUpstream {
+            listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        }
+    }
+
+    /// `ws://addr`.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.listener.local_addr().unwrap())
+    }
+
+    /// Accept one connection from the proxy and answer its upgrade with
+    /// 101. Returns the leg (frames are read and written as with a
+    /// [`RawClient`]) and the request head the proxy sent.
+    pub async fn accept(&self) -> (RawClient, String) {
+        let fut = async {
+            let (tcp, _) = self.listener.accept().await.unwrap();
+            let mut c = RawClient {
+                tcp,
+                buf: Vec::new(),
+            };
+            let head = c.read_head().await;
+            let key = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("sec-websocket-key")
+                        .then(|| v.trim().to_string())
+                })
+                .expect("no Sec-WebSocket-Key from the proxy");
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let resp = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            c.tcp.write_all(resp.as_bytes()).await.unwrap();
+            (c, head)
+        };
+        tokio::time::timeout(LIMIT, fut)
+            .await
+            .expect("the proxy did not dial the upstream in time")
     }
 }

@@ -166,6 +166,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
             Ok(p) => Some(p),
             Err(_) => {
                 shared.metrics.rejection(503);
+                debug!(%peer, status = 503, "over max_connections, dropped unanswered");
                 return;
             }
         }
@@ -282,6 +283,7 @@ async fn handle(
     let m = &shared.metrics;
     if let Err((status, body)) = check_upgrade(&req) {
         m.rejection(status.as_u16());
+        debug!(%peer, status = status.as_u16(), reason = body.trim_end(), "not a WebSocket upgrade");
         let mut r = respond(status, body);
         if status == StatusCode::UPGRADE_REQUIRED {
             r.headers_mut().insert(
@@ -293,6 +295,7 @@ async fn handle(
     }
     let Some(permit) = permit else {
         m.rejection(503);
+        debug!(%peer, status = 503, "over max_connections");
         return Ok(respond(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many connections\n",
@@ -300,6 +303,7 @@ async fn handle(
     };
     if shared.drain.is_draining() {
         m.rejection(503);
+        debug!(%peer, status = 503, "draining");
         return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"));
     }
     let path_and_query = req

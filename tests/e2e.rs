@@ -1,0 +1,121 @@
+//! Runs the end-to-end suite in `e2e/` (see e2e/README.md) against the
+//! `wspulse` binary this `cargo test` just built: third-party peers (Python
+//! `websockets`, Node `ws`), headless Chromium, network faults in network
+//! namespaces, a short soak and the Autobahn cases (kosoku).
+//!
+//! The suite is `python3 -m pytest e2e`; this test fails if it fails. If the
+//! Python tools are missing it prints a SKIP line with the reason and the
+//! install command, unless `CI=true`, where missing tools are a failure (and
+//! so is any individual e2e test that would skip for a missing tool).
+//! `E2E_SKIP=1` skips it on purpose (printed too); `E2E_PYTEST_ARGS` adds
+//! pytest arguments (e.g. `-k soak`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Bound on the whole suite; it normally takes a few minutes.
+const LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// Straight to the terminal: libtest captures `println!`/`eprintln!` of passing tests.
+fn say(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn python_ready(root: &Path) -> Result<(), String> {
+    let out = Command::new("python3")
+        .args(["-c", "import pytest, websockets"])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("python3 not runnable: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "python3 lacks pytest/websockets ({})",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ))
+    }
+}
+
+#[test]
+fn e2e_suite() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let install = "install: python3 -m pip install -r e2e/requirements.txt; npm ci --prefix e2e; \
+                   apt-get install -y chromium iproute2 nftables (see e2e/README.md)";
+    if std::env::var("E2E_SKIP").is_ok_and(|v| v == "1") && !ci() {
+        say("e2e: SKIP (E2E_SKIP=1): the end-to-end suite in e2e/ did not run");
+        return;
+    }
+    if let Err(why) = python_ready(root) {
+        let msg = format!("e2e: SKIP: {why}; {install}");
+        assert!(!ci(), "{msg} (CI=true: the e2e suite is required)");
+        say(&msg);
+        return;
+    }
+
+    let logs = std::env::temp_dir().join(format!("wspulse-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).expect("create the e2e log directory");
+    say(&format!("e2e: process logs in {}", logs.display()));
+    let mut args: Vec<String> = [
+        "-m",
+        "pytest",
+        "e2e",
+        "-q",
+        "-rfEsxX",
+        "-p",
+        "no:cacheprovider",
+    ]
+    .map(String::from)
+    .to_vec();
+    // Extra pytest arguments for development, e.g. E2E_PYTEST_ARGS="-k soak".
+    let extra = std::env::var("E2E_PYTEST_ARGS").unwrap_or_default();
+    args.extend(extra.split_whitespace().map(String::from));
+    let mut cmd = Command::new("python3");
+    cmd.args(&args)
+        .current_dir(root)
+        .env("E2E_WSPULSE_BIN", env!("CARGO_BIN_EXE_wspulse"))
+        .env("E2E_LOGS", &logs)
+        .env("E2E_NO_SKIP", if ci() { "1" } else { "0" })
+        .stdin(Stdio::null())
+        // Its own process group, so a timeout can end pytest and everything it
+        // started, by that group's id.
+        .process_group(0);
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn python3 -m pytest");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for pytest") {
+            break status;
+        }
+        if started.elapsed() > LIMIT {
+            let pgid = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+            let _ = child.wait();
+            panic!("e2e suite still running after {LIMIT:?}: killed (process group {pgid})");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    say(&format!(
+        "e2e: pytest finished in {:.0}s with {status}",
+        started.elapsed().as_secs_f64()
+    ));
+    if status.success() {
+        // Kept only when something failed.
+        let _ = std::fs::remove_dir_all(&logs);
+    }
+    assert!(
+        status.success(),
+        "e2e suite failed ({status}); process logs in {}",
+        logs.display()
+    );
+}

@@ -71,22 +71,15 @@ def test_subprotocol_negotiation(client_impl, upstream, proxy, offer, expected):
     assert [o["subprotocol"] for o in opens] == [expected, expected]
 
 
-# Proxy bug found by this suite (see e2e/README.md, "Bugs found"): wspulse's
-# upstream dial (tungstenite client) fails with "Server sent no subprotocol"
-# when the upstream accepts without picking one of the offered subprotocols,
-# which RFC 6455 §4.1 allows; the client gets 502 (counted
-# connect_failures{reason="protocol"}) where a direct connection succeeds.
-SUBPROTOCOL_BUG = ("wspulse bug: upstream accepting with no subprotocol -> 502 "
-                   "(tungstenite 'Server sent no subprotocol'); RFC 6455 lets the "
-                   "client decide")
+# Regression (found by this suite, fixed): the upstream dial used
+# tungstenite's client handshake, which refuses a 101 without a subprotocol
+# when some were offered; RFC 6455 §4.1 leaves that to the client.
 
 
-def test_subprotocol_none_acceptable(client_impl, upstream, proxy, request):
+def test_subprotocol_none_acceptable(client_impl, upstream, proxy):
     """Nothing acceptable offered: the upstream picks none, and the client reacts
     exactly as it does without the proxy (websockets and browsers: connect without
     one; ws: refuses 'Server sent no subprotocol' itself)."""
-    if client_impl == "py":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SUBPROTOCOL_BUG))
     _, _, port = upstream
     direct = run_client(client_impl, "subproto", f"ws://127.0.0.1:{port}/echo", "x.unknown")
     via = run_client(client_impl, "subproto", f"{proxy.url}/echo", "x.unknown")
@@ -126,16 +119,11 @@ def test_close_upstream_to_client(client_impl, upstream, proxy, code):
     assert m.closures() == {(str(code), "upstream", "close_frame"): 1}
 
 
-# Deviation found by this suite (see e2e/README.md, "Bugs found"): an empty
-# Close frame (no code, no reason; RFC 6455 §5.5.1 allows it) is forwarded
-# as Close 1000 instead of empty, so the far peer sees 1000 where a direct
-# connection sees 1005 ("no status"). Counted correctly as 1005/<side>/close_frame.
-EMPTY_CLOSE_BUG = ("wspulse forwards an empty Close frame as 1000 (src/session.rs "
-                   "guard_close_to_forward); INTERFACE.md: a Close frame is forwarded "
-                   "with its code and reason")
+# Regression (found by this suite, fixed): an empty Close frame (no code;
+# RFC 6455 §5.5.1 allows it) must reach the far peer empty, so it sees 1005
+# as it would directly, not 1000.
 
 
-@pytest.mark.xfail(strict=True, reason=EMPTY_CLOSE_BUG)
 def test_empty_close_client_to_upstream(client_impl, upstream, proxy):
     _, up, port = upstream
     direct = run_client(client_impl, "close", f"ws://127.0.0.1:{port}/echo", "none")
@@ -148,7 +136,6 @@ def test_empty_close_client_to_upstream(client_impl, upstream, proxy):
     assert ev["code"] == 1005, f"upstream saw {ev['code']} for an empty Close (direct: 1005)"
 
 
-@pytest.mark.xfail(strict=True, reason=EMPTY_CLOSE_BUG)
 def test_empty_close_upstream_to_client(client_impl, upstream, proxy):
     _, up, port = upstream
     direct = run_client(client_impl, "expect_close", f"ws://127.0.0.1:{port}/upclose?code=none")

@@ -450,7 +450,13 @@ fn load_text(
     let mut vars: Vec<_> = env.iter().collect();
     vars.sort();
     for (var, value) in vars {
-        let Some(rest) = var.strip_prefix(ENV_PREFIX).filter(|_| !value.is_empty()) else {
+        // Only WSPULSE_<SECTION>__<KEY> names a setting. Others, such as the
+        // WSPULSE_SERVICE_HOST / WSPULSE_PORT that Kubernetes injects for a
+        // Service named wspulse, are not ours and are ignored.
+        let Some(rest) = var
+            .strip_prefix(ENV_PREFIX)
+            .filter(|r| !value.is_empty() && r.contains("__"))
+        else {
             continue;
         };
         let key = rest.to_ascii_lowercase().replace("__", ".");
@@ -1163,6 +1169,12 @@ mod tests {
         );
         assert_eq!(errs[1].key, "admin.recent_closures");
         assert!(errs[1].reason.contains("WSPULSE_ADMIN__RECENT_CLOSURES"));
+        // Names without `__` are not settings (Kubernetes service links).
+        let k8s = env(&[
+            ("WSPULSE_SERVICE_HOST", "10.96.0.12"),
+            ("WSPULSE_PORT", "tcp://10.96.0.12:8080"),
+        ]);
+        assert!(load_str("", &k8s).is_ok());
         // the file, not the environment, must use real integers
         let r = one_error("[admin]\nrecent_closures = \"5\"", "admin.recent_closures");
         assert!(!r.contains("WSPULSE"));

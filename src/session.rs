@@ -113,15 +113,15 @@ impl<S: Ws> Leg<S> {
         }
     }
 
-    /// Queue a Close and move to `next`.
-    fn close(&mut self, code: u16, reason: &str, next: LegState) {
-        let frame = CloseFrame {
+    /// Queue a Close (`None`: one without a code) and move to `next`.
+    fn close(&mut self, code: Option<u16>, reason: &str, next: LegState) {
+        let frame = code.map(|code| CloseFrame {
             code: CloseCode::from(code),
             reason: reason.into(),
-        };
+        });
         // A failure here means the socket is already gone; the closing phase
         // will see that as the end of the stream.
-        let _ = self.send(Message::Close(Some(frame)));
+        let _ = self.send(Message::Close(frame));
         self.state = next;
     }
 
@@ -429,47 +429,45 @@ impl<C: Ws, U: Ws> Session<C, U> {
         match event {
             E::CloseFrame { side, .. } => {
                 self.leg_mut(side).set_state(LegState::Closing);
-                let (code, text) = self.guard_close_to_forward(reason);
+                let code = self.close_to_forward();
                 self.leg_mut(other(side))
-                    .close(code, &text, LegState::Closing);
+                    .close(code, reason, LegState::Closing);
             }
             E::Eof(side) | E::Reset(side) | E::IoError(side) | E::PingTimeout(side) => {
                 self.leg_mut(side).finish();
                 let text = format!("wspulse: {} went away", side.as_str());
                 self.leg_mut(other(side)).close(
-                    going_away_toward(other(side)),
+                    Some(going_away_toward(other(side))),
                     &text,
                     LegState::Closing,
                 );
             }
             E::Protocol(side, _) | E::TooBig(side) => {
                 let code = classify(event).code;
-                self.leg_mut(side).close(code, reason, LegState::Flushing);
+                self.leg_mut(side)
+                    .close(Some(code), reason, LegState::Flushing);
                 let text = format!("wspulse: {} broke the protocol", side.as_str());
                 self.leg_mut(other(side)).close(
-                    going_away_toward(other(side)),
+                    Some(going_away_toward(other(side))),
                     &text,
                     LegState::Closing,
                 );
             }
             E::Shutdown { code } => {
-                self.client.close(code, reason, LegState::Closing);
+                self.client.close(Some(code), reason, LegState::Closing);
                 self.upstream
-                    .close(closure::GOING_AWAY, reason, LegState::Closing);
+                    .close(Some(closure::GOING_AWAY), reason, LegState::Closing);
             }
         }
     }
 
-    /// The code and reason to forward for a peer's Close frame.
-    fn guard_close_to_forward(&self, reason: &str) -> (u16, String) {
-        match self.guard.closure() {
-            // A forbidden code was replaced by tungstenite; the other peer
-            // learns that its partner broke the protocol.
-            Some(c) if c.cause == Cause::ProtocolError => (c.code, reason.to_string()),
-            Some(c) if c.code == closure::NO_STATUS => (1000, String::new()),
-            Some(c) => (c.code, reason.to_string()),
-            None => (1000, String::new()),
-        }
+    /// The code to forward for a peer's Close frame: the same code, or an
+    /// empty Close for an empty one (the far peer then sees 1005 too).
+    fn close_to_forward(&self) -> Option<u16> {
+        self.guard
+            .closure()
+            .map(|c| c.code)
+            .filter(|&c| c != closure::NO_STATUS)
     }
 
     /// Drive both legs' closing handshakes until both are done, the close
@@ -529,7 +527,7 @@ enum Closing {
 /// Object-safe leg operations, so one helper can pick either leg.
 trait LegOps {
     fn send(&mut self, msg: Message) -> Result<(), tungstenite::Error>;
-    fn close(&mut self, code: u16, reason: &str, next: LegState);
+    fn close(&mut self, code: Option<u16>, reason: &str, next: LegState);
     fn finish(&mut self);
     fn set_state(&mut self, s: LegState);
     fn side(&self) -> Side;
@@ -540,7 +538,7 @@ impl<S: Ws> LegOps for Leg<S> {
     fn send(&mut self, msg: Message) -> Result<(), tungstenite::Error> {
         Leg::send(self, msg)
     }
-    fn close(&mut self, code: u16, reason: &str, next: LegState) {
+    fn close(&mut self, code: Option<u16>, reason: &str, next: LegState) {
         Leg::close(self, code, reason, next)
     }
     fn finish(&mut self) {

@@ -12,12 +12,15 @@ use hyper::StatusCode;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use rustls::ClientConfig;
 use rustls_pki_types::CertificateDer;
+use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::{
-    self, handshake::client::generate_key, protocol::WebSocketConfig,
-};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{handshake::client::generate_key, protocol::WebSocketConfig};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::config::UpstreamUrl;
 use crate::metrics::ConnectFailure;
@@ -168,62 +171,211 @@ async fn dial_inner(
     tls: Option<Arc<ClientConfig>>,
 ) -> Result<Dialed, UpstreamError> {
     let tcp = connect(&url.host, url.port).await?;
-    let mut request = tungstenite::handshake::client::Request::builder()
-        .uri(url.request_uri(path_and_query))
-        .body(())
-        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-    let h = request.headers_mut();
-    *h = headers;
-    let host = url.authority();
-    let host = HeaderValue::from_str(&host).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-    h.insert(header::HOST, host);
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(
-        header::SEC_WEBSOCKET_VERSION,
-        HeaderValue::from_static("13"),
-    );
-    let key = HeaderValue::from_str(&generate_key())
-        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-    h.insert(header::SEC_WEBSOCKET_KEY, key);
-    let handshake = match tls {
+    let mut stream = match tls {
         Some(tls) => {
-            let connector = Some(Connector::Rustls(tls));
-            tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), connector)
+            let name = ServerName::try_from(url.host.clone())
+                .map_err(|e| UpstreamError::Tls(format!("{}: {e}", url.host)))?;
+            let tls = TlsConnector::from(tls)
+                .connect(name, tcp)
                 .await
+                .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+            MaybeTlsStream::Rustls(tls)
         }
-        None => {
-            let plain = MaybeTlsStream::Plain(tcp);
-            tokio_tungstenite::client_async_with_config(request, plain, Some(config)).await
+        None => MaybeTlsStream::Plain(tcp),
+    };
+    let key = generate_key();
+    let request = upgrade_request(url, path_and_query, &headers, &key);
+    let unreachable = |e: io::Error| UpstreamError::Unreachable {
+        addr: url.authority(),
+        source: e,
+    };
+    stream.write_all(&request).await.map_err(unreachable)?;
+    let (head, mut rest) = read_head(&mut stream).await.map_err(unreachable)?;
+    let head = parse_head(&head)?;
+    if head.status != StatusCode::SWITCHING_PROTOCOLS {
+        read_small_body(&mut stream, &head.headers, &mut rest).await;
+        return Err(UpstreamError::Rejected {
+            status: head.status,
+            headers: head.headers,
+            body: rest,
+        });
+    }
+    let protocol = verify_upgrade(&head.headers, &key, &headers)?;
+    let ws = WebSocketStream::from_partially_read(stream, rest, Role::Client, Some(config)).await;
+    Ok(Dialed { ws, protocol })
+}
+
+/// The upstream's HTTP/1.1 upgrade request, as bytes.
+fn upgrade_request(
+    url: &UpstreamUrl,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    key: &str,
+) -> Vec<u8> {
+    let uri = url.request_uri(path_and_query);
+    // request_uri gives "ws://host:port/path?q"; the request line wants the path.
+    let path = uri
+        .splitn(4, '/')
+        .nth(3)
+        .map_or_else(|| "/".to_string(), |p| format!("/{p}"));
+    let mut out = Vec::with_capacity(256 + headers.len() * 64);
+    out.extend_from_slice(
+        format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", url.authority()).as_bytes(),
+    );
+    out.extend_from_slice(
+        b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+    );
+    out.extend_from_slice(format!("Sec-WebSocket-Key: {key}\r\n").as_bytes());
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Largest response head accepted from the upstream.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+/// Largest rejection body passed on to the client.
+const MAX_REJECTION_BODY: usize = 64 * 1024;
+
+/// Read up to the end of the response head; returns it and any bytes after it
+/// (the start of the WebSocket stream, or of a rejection body).
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok((buf, rest));
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "response head too large",
+            ));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "upstream closed during the handshake",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+}
+
+fn parse_head(bytes: &[u8]) -> Result<Head, UpstreamError> {
+    let mut raw = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut raw);
+    match response.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(UpstreamError::Protocol("incomplete response head".into()));
+        }
+        Err(e) => return Err(UpstreamError::Protocol(format!("bad response head: {e}"))),
+    }
+    let status = response
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| UpstreamError::Protocol("no status code".into()))?;
+    let mut headers = HeaderMap::new();
+    for h in response.headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    Ok(Head { status, headers })
+}
+
+/// Complete a small rejection body, briefly: by Content-Length, or up to
+/// the end of the stream when there is none (HTTP/1.1 close-delimited). A
+/// chunked, too large or unfinished body is passed on as far as it got.
+async fn read_small_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    headers: &HeaderMap,
+    body: &mut Vec<u8>,
+) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        body.clear();
+        return;
+    }
+    let len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let want = len.unwrap_or(MAX_REJECTION_BODY).min(MAX_REJECTION_BODY);
+    let fill = async {
+        let mut chunk = [0u8; 4096];
+        while body.len() < want {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
         }
     };
-    match handshake {
-        Ok((ws, response)) => {
-            let protocol = response
-                .headers()
-                .get(header::SEC_WEBSOCKET_PROTOCOL)
-                .cloned();
-            Ok(Dialed { ws, protocol })
-        }
-        Err(tungstenite::Error::Http(response)) => {
-            let (parts, body) = (*response).into_parts();
-            Err(UpstreamError::Rejected {
-                status: parts.status,
-                headers: parts.headers,
-                body: body.unwrap_or_default(),
-            })
-        }
-        Err(tungstenite::Error::Tls(e)) => Err(UpstreamError::Tls(e.to_string())),
-        // tokio-rustls reports certificate and handshake failures as InvalidData.
-        Err(tungstenite::Error::Io(e)) if url.tls && e.kind() == io::ErrorKind::InvalidData => {
-            Err(UpstreamError::Tls(e.to_string()))
-        }
-        Err(tungstenite::Error::Io(e)) => Err(UpstreamError::Unreachable {
-            addr: format!("{}:{}", url.host, url.port),
-            source: e,
-        }),
-        Err(e) => Err(UpstreamError::Protocol(e.to_string())),
+    let _ = tokio::time::timeout(Duration::from_millis(500), fill).await;
+    body.truncate(want);
+}
+
+/// Check a 101 answer (RFC 6455 §4.1): upgrade headers, the accept key, and
+/// that any subprotocol is one the client offered. No subprotocol is fine
+/// even when some were offered: the server may decline them all (tungstenite
+/// refuses that case, which is why the proxy does this handshake itself).
+fn verify_upgrade(
+    resp: &HeaderMap,
+    key: &str,
+    sent: &HeaderMap,
+) -> Result<Option<HeaderValue>, UpstreamError> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        resp.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err(UpstreamError::Protocol(
+            "101 without Upgrade: websocket / Connection: Upgrade".into(),
+        ));
     }
+    let accept = resp
+        .get(header::SEC_WEBSOCKET_ACCEPT)
+        .map(HeaderValue::as_bytes);
+    if accept != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
+        return Err(UpstreamError::Protocol("wrong Sec-WebSocket-Accept".into()));
+    }
+    if resp.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+        return Err(UpstreamError::Protocol(
+            "upstream chose an extension that was not offered".into(),
+        ));
+    }
+    let Some(chosen) = resp.get(header::SEC_WEBSOCKET_PROTOCOL) else {
+        return Ok(None);
+    };
+    let offered = sent
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| Some(p.trim()) == chosen.to_str().ok().map(str::trim));
+    if !offered {
+        return Err(UpstreamError::Protocol(
+            "upstream chose a subprotocol that was not offered".into(),
+        ));
+    }
+    Ok(Some(chosen.clone()))
 }
 
 /// Resolve and connect, trying each address in turn.

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 /// in order, and are counted per direction.
 #[tokio::test]
 async fn relays_text_binary_and_fragmented_in_order() {
-    let (_echo, proxy) = echo_and_proxy().await;
+    let (echo, proxy) = echo_and_proxy().await;
     let ws = proxy.connect("/relay").await;
     let expected: Vec<Message> = (0..1000)
         .map(|i| match i % 3 {
@@ -97,6 +97,9 @@ async fn relays_text_binary_and_fragmented_in_order() {
         );
     }
     assert_eq!(closed(&text, "1005", "client", "close_frame"), 1.0);
+    // An empty Close is forwarded as an empty Close, not as 1000.
+    assert!(echo.wait_until(LIMIT, |e| !e.closes().is_empty()).await);
+    assert_eq!(echo.closes(), vec![None]);
     proxy.finish().await;
 }
 
@@ -352,6 +355,50 @@ async fn handshake_forwards_path_headers_and_subprotocol() {
     assert!(seen.header("sec-websocket-extensions").is_none());
     ws.close(None).await.unwrap();
     proxy.wait_ended(1).await;
+    proxy.finish().await;
+}
+
+/// An upstream that declines every offered subprotocol (a 101 without
+/// Sec-WebSocket-Protocol, allowed by RFC 6455 §4.2.2) still gives the client
+/// a session, with no subprotocol.
+#[tokio::test]
+async fn upstream_declining_subprotocols_still_connects() {
+    let (echo, proxy) = echo_and_proxy().await;
+    // tokio-tungstenite's own client would refuse a 101 without the header,
+    // so speak raw: the proxy's 101 must come without a subprotocol.
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: x.unknown\r\n\r\n",
+        proxy.addr
+    );
+    let (status, _) = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(LIMIT, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(
+            !head.to_ascii_lowercase().contains("sec-websocket-protocol"),
+            "{head}"
+        );
+        (head.split(' ').nth(1).unwrap_or("").to_string(), head)
+    };
+    assert_eq!(status, "101");
+    assert_eq!(
+        echo.requests()[0].header("sec-websocket-protocol"),
+        Some("x.unknown")
+    );
+    proxy.wait_ended(1).await;
+    let text = proxy.scrape().await;
+    assert_eq!(
+        metric(&text, "wspulse_upstream_connect_failures_total", &[]),
+        0.0
+    );
     proxy.finish().await;
 }
 

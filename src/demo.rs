@@ -1034,6 +1034,9 @@ pub struct Snapshot {
     /// `wspulse_ping_rtt_seconds` buckets (upper bound, cumulative count):
     /// client leg, upstream leg.
     pub rtt: [Vec<(f64, u64)>; 2],
+    /// `wspulse_idle_before_close_seconds{class="abnormal"}` buckets
+    /// (upper bound, cumulative count): the idle-limit fingerprint.
+    pub idle: Vec<(f64, u64)>,
 }
 
 impl Snapshot {
@@ -1075,12 +1078,14 @@ impl Snapshot {
                 _ => {}
             }
         }
-        s.rtt = ["client", "upstream"].map(|side| {
-            explain::buckets(&samples, names::PING_RTT, ("side", side))
+        let buckets = |name: &str, label: (&str, &str)| -> Vec<(f64, u64)> {
+            explain::buckets(&samples, name, label)
                 .into_iter()
                 .map(|(le, c)| (le, count(c)))
                 .collect()
-        });
+        };
+        s.rtt = ["client", "upstream"].map(|side| buckets(names::PING_RTT, ("side", side)));
+        s.idle = buckets(names::IDLE_BEFORE_CLOSE, ("class", "abnormal"));
         s
     }
 
@@ -1095,6 +1100,7 @@ impl Snapshot {
             self.messages[i] += other.messages[i];
             self.rtt[i] = merge_buckets(&self.rtt[i], &other.rtt[i], |a, b| a + b);
         }
+        self.idle = merge_buckets(&self.idle, &other.idle, |a, b| a + b);
     }
 
     /// What happened since `base`: counters as deltas, `active` as is.
@@ -1119,6 +1125,7 @@ impl Snapshot {
                 merge_buckets(&self.rtt[0], &base.rtt[0], u64::saturating_sub),
                 merge_buckets(&self.rtt[1], &base.rtt[1], u64::saturating_sub),
             ],
+            idle: merge_buckets(&self.idle, &base.idle, u64::saturating_sub),
         }
     }
 }
@@ -1216,6 +1223,16 @@ pub fn render(v: &View<'_>) -> String {
         p(0, 0.99),
         p(1, 0.5),
         p(1, 0.99)
+    );
+    let idle: Vec<(f64, f64)> = s.idle.iter().map(|&(le, n)| (le, n as f64)).collect();
+    let secs = |q: f64| {
+        explain::quantile(&idle, q).map_or_else(|| "n/a".to_string(), |v| format!("{v:.1} s"))
+    };
+    let _ = writeln!(
+        o,
+        "  idle before an abnormal close (a cluster at 30/60/100/350 s = an idle timeout): p50 {} p99 {}",
+        secs(0.5),
+        secs(0.99)
     );
     let rows: Vec<(&RowKey, u64)> = s
         .rows
@@ -1433,6 +1450,7 @@ wspulse_ping_rtt_seconds_bucket{side=\"client\",le=\"+Inf\"} 2
                 vec![(0.0005, 10), (0.001, 20), (f64::INFINITY, 20)],
                 vec![(0.0005, 0), (0.001, 4), (0.0025, 5), (f64::INFINITY, 5)],
             ],
+            idle: vec![(0.5, 10), (1.0, 18), (5.0, 20), (f64::INFINITY, 20)],
         };
         let endpoints = Endpoints {
             proxy: "ws://127.0.0.1:40001".into(),
@@ -1457,6 +1475,7 @@ wspulse demo: 12.0 s, running
   scenarios: 100 started, 97 done, 0 client-side problems
   sessions: 93 opened, 3 active   messages/s (last 1 s): 40.0 client->upstream, 39.5 upstream->client
   ping RTT (from histogram buckets): client p50 0.50 ms p99 0.99 ms, upstream p50 0.81 ms p99 2.43 ms
+  idle before an abnormal close (a cluster at 30/60/100/350 s = an idle timeout): p50 0.5 s p99 4.6 s
 
   code      side      cause              count   share  meaning
   1000      client    close_frame           40   40.0%  normal closure

@@ -1,4 +1,4 @@
-//! The admin endpoint: `/metrics`, `/healthz`, `/readyz`, `/closures`.
+//! The admin endpoint: `/metrics`, `/healthz`, `/readyz`, `/closures`, `/drain`.
 //!
 //! On its own listener (loopback by default), so scrapes and probes never
 //! compete with clients for the proxy's port or connection limit.
@@ -33,9 +33,14 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, drain: Drain, stop: 
                 let state = state.clone();
                 let stop = stop.clone();
                 tracker.spawn(async move {
-                    let svc = service_fn(move |req| {
+                    let svc = service_fn(move |req: Request<Incoming>| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(route(&req, &state.0, &state.1)) }
+                        async move {
+                            if req.uri().path() == "/drain" && req.method() == Method::GET {
+                                return Ok::<_, Infallible>(drain_now(&state.1).await);
+                            }
+                            Ok(route(&req, &state.0, &state.1))
+                        }
                     });
                     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
                     tokio::pin!(conn);
@@ -52,6 +57,14 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, drain: Drain, stop: 
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// `GET /drain`: start the drain and answer when it has finished. A GET
+/// because Kubernetes `preStop` `httpGet` hooks can only GET.
+async fn drain_now(drain: &Drain) -> Response<Full<Bytes>> {
+    drain.request();
+    drain.finished_token().cancelled().await;
+    text(StatusCode::OK, "text/plain; charset=utf-8", "drained\n")
 }
 
 fn text(

@@ -77,6 +77,12 @@ impl Server {
 
     /// Serve until `shutdown` resolves, then drain; returns when every
     /// session is gone (at most `shutdown.drain_timeout` after the signal).
+    ///
+    /// `GET /drain` on the admin address starts the same drain without a
+    /// signal; the process then stays up (not ready, admin still serving)
+    /// until `shutdown` resolves. That is for a native Kubernetes sidecar,
+    /// which is stopped only after the app: the app's `preStop` hook calls
+    /// `/drain`, so clients are closed while the upstream still runs.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> DrainReport {
         let Server {
             listener,
@@ -95,7 +101,16 @@ impl Server {
             upstream = %shared.settings.upstream.url,
             "wspulse proxying"
         );
-        listener::accept_loop(listener, shared.clone(), shutdown).await;
+        tokio::pin!(shutdown);
+        let requested = shared.drain.requested_token();
+        let mut by_signal = false;
+        let stop = async {
+            tokio::select! {
+                _ = &mut shutdown => by_signal = true,
+                _ = requested.cancelled() => info!("drain requested on the admin endpoint"),
+            }
+        };
+        listener::accept_loop(listener, shared.clone(), stop).await;
         let open = shared.metrics.active();
         let report = shutdown::drain(
             &shared.drain,
@@ -109,6 +124,10 @@ impl Server {
                 sessions = report.sessions,
                 "drain deadline passed: remaining sessions were cut"
             );
+        }
+        if !by_signal {
+            info!("drained on request; waiting for SIGTERM/SIGINT to exit");
+            shutdown.await;
         }
         stop_admin.cancel();
         let _ = admin_task.await;

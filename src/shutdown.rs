@@ -22,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 struct Inner {
+    /// Someone asked for a drain without a signal (`GET /drain`).
+    requested: CancellationToken,
+    /// The drain has finished: every session is gone.
+    finished: CancellationToken,
     started: CancellationToken,
     cut: CancellationToken,
     ready: AtomicBool,
@@ -43,6 +47,8 @@ impl Drain {
     pub fn new(spread: Duration) -> Drain {
         Drain {
             inner: Arc::new(Inner {
+                requested: CancellationToken::new(),
+                finished: CancellationToken::new(),
                 started: CancellationToken::new(),
                 cut: CancellationToken::new(),
                 ready: AtomicBool::new(true),
@@ -58,6 +64,21 @@ impl Drain {
         self.inner.ready.store(false, Ordering::SeqCst);
         self.inner.total.store(sessions.max(1), Ordering::SeqCst);
         self.inner.started.cancel();
+    }
+
+    /// Ask for a drain now, as a signal would (`GET /drain`).
+    pub fn request(&self) {
+        self.inner.requested.cancel();
+    }
+
+    /// Fires when a drain is requested through [`Drain::request`].
+    pub fn requested_token(&self) -> CancellationToken {
+        self.inner.requested.clone()
+    }
+
+    /// Fires when the drain has finished.
+    pub fn finished_token(&self) -> CancellationToken {
+        self.inner.finished.clone()
     }
 
     /// Past the deadline: sessions stop waiting for Close replies.
@@ -126,6 +147,7 @@ pub async fn drain(
         drain.cut();
         tracker.wait().await;
     }
+    drain.inner.finished.cancel();
     DrainReport {
         sessions,
         deadline_hit,

@@ -240,3 +240,34 @@ async fn sigterm_drains_the_real_binary_and_exits_0() {
 async fn free_port() -> u16 {
     closed_port().await
 }
+
+/// `GET /drain` (for a native sidecar's preStop hook) drains like a signal,
+/// answers once every session is gone, and leaves the process up, not
+/// ready, until the real signal comes.
+#[tokio::test]
+async fn admin_drain_request_drains_and_waits_for_the_signal() {
+    let echo = EchoServer::start().await.unwrap();
+    let mut proxy = start_proxy(settings(&echo.url())).await;
+    let mut ws = proxy.connect("/").await;
+    let admin = proxy.admin;
+    let drain = tokio::spawn(async move { http_get(admin, "/drain").await });
+    assert_eq!(expect_close(&mut ws).await.0, 1001);
+    while ws.next().await.is_some() {}
+    let (status, body) = drain.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "drained\n"));
+    assert_eq!(proxy.admin_get("/readyz").await.0, 503);
+    let text = proxy.scrape().await;
+    assert_eq!(closed(&text, "1001", "proxy", "shutdown"), 1.0);
+    assert_eq!(
+        metric(
+            &text,
+            "wspulse_drain_sessions_total",
+            &[("outcome", "closed")]
+        ),
+        1.0
+    );
+    // Still up until the signal; then it exits promptly.
+    assert_eq!(proxy.admin_get("/healthz").await.0, 200);
+    let report = proxy.stop().await;
+    assert_eq!(report.sessions, 1);
+}

@@ -247,7 +247,7 @@ async fn free_port() -> u16 {
 #[tokio::test]
 async fn admin_drain_request_drains_and_waits_for_the_signal() {
     let echo = EchoServer::start().await.unwrap();
-    let mut proxy = start_proxy(settings(&echo.url())).await;
+    let proxy = start_proxy(settings(&echo.url())).await;
     let mut ws = proxy.connect("/").await;
     let admin = proxy.admin;
     let drain = tokio::spawn(async move { http_get(admin, "/drain").await });

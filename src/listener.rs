@@ -350,6 +350,10 @@ async fn handle(
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // Each leg's WebSocketStream (about 1.4 KB) lives on the heap, so moving
+    // it through the nested session futures copies a pointer, not the
+    // struct, and an idle session does not carry several stale copies.
+    let upstream_ws = Box::new(dialed.ws);
     let route = shared.route(&path);
     let info = SessionInfo {
         client_addr: peer.to_string(),
@@ -365,13 +369,39 @@ async fn handle(
                 return;
             }
         };
-        let client = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(shared2.ws_config),
-        )
-        .await;
-        run_session(client, dialed.ws, route, info, &shared2).await;
+        // Take the TCP stream back from hyper: the relay then reads and writes
+        // it directly instead of through hyper's boxed, rewinding wrapper.
+        // Bytes hyper read past the request head (a client may send its
+        // first frame right behind it) seed tungstenite's read buffer.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+                let rest = read_buf.to_vec();
+                // Free hyper's read buffer now, not when the session ends.
+                drop(read_buf);
+                let client = Box::new(
+                    WebSocketStream::from_partially_read(
+                        io.into_inner(),
+                        rest,
+                        Role::Server,
+                        Some(shared2.ws_config),
+                    )
+                    .await,
+                );
+                run_session(client, upstream_ws, route, info, &shared2).await;
+            }
+            Err(upgraded) => {
+                let client = Box::new(
+                    WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(shared2.ws_config),
+                    )
+                    .await,
+                );
+                run_session(client, upstream_ws, route, info, &shared2).await;
+            }
+        }
     });
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -90,6 +90,10 @@ struct Leg<S> {
     state: LegState,
     /// Something was written and not yet flushed.
     dirty: bool,
+    /// Its read (or the other leg's readiness) was polled Pending in the
+    /// current turn of the task, so its waker is registered and polling it
+    /// again before the task yields would only return Pending again.
+    read_quiet: bool,
 }
 
 impl<S: Ws> Leg<S> {
@@ -99,6 +103,7 @@ impl<S: Ws> Leg<S> {
             ws: Some(ws),
             state: LegState::Open,
             dirty: false,
+            read_quiet: false,
         }
     }
 
@@ -187,6 +192,9 @@ pub struct Session<C, U> {
     guard: SessionGuard,
     /// Alternates which leg is read first.
     client_first: bool,
+    /// The drain and keepalive futures were polled Pending in the current
+    /// turn of the task (see `Leg::read_quiet`).
+    timers_quiet: bool,
 }
 
 impl<C: Ws, U: Ws> Session<C, U> {
@@ -218,6 +226,7 @@ impl<C: Ws, U: Ws> Session<C, U> {
             metrics,
             guard,
             client_first: true,
+            timers_quiet: false,
         }
     }
 
@@ -245,18 +254,35 @@ impl<C: Ws, U: Ws> Session<C, U> {
         }
     }
 
+    /// The next event. Within one turn of the task (until this returns
+    /// `Pending` and the task yields), a source already polled `Pending` is
+    /// not polled again: its waker is registered, nothing in the turn can
+    /// make it ready, and its wake-up makes the next turn poll everything.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        if self.drain_at.is_none() && self.drain_started.as_mut().poll(cx).is_ready() {
-            let delay = self.drain.next_delay();
-            self.drain_at = Some(Box::pin(tokio::time::sleep(delay)));
+        let event = self.poll_sources(cx);
+        if event.is_pending() {
+            self.timers_quiet = false;
+            self.client.read_quiet = false;
+            self.upstream.read_quiet = false;
         }
-        if let Some(at) = self.drain_at.as_mut()
-            && (at.as_mut().poll(cx).is_ready() || self.drain_cut.as_mut().poll(cx).is_ready())
-        {
-            return Poll::Ready(Event::DrainNow);
-        }
-        if self.keepalive.is_some() && self.keepalive_timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Event::KeepaliveDue);
+        event
+    }
+
+    fn poll_sources(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if !self.timers_quiet {
+            if self.drain_at.is_none() && self.drain_started.as_mut().poll(cx).is_ready() {
+                let delay = self.drain.next_delay();
+                self.drain_at = Some(Box::pin(tokio::time::sleep(delay)));
+            }
+            if let Some(at) = self.drain_at.as_mut()
+                && (at.as_mut().poll(cx).is_ready() || self.drain_cut.as_mut().poll(cx).is_ready())
+            {
+                return Poll::Ready(Event::DrainNow);
+            }
+            if self.keepalive.is_some() && self.keepalive_timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::KeepaliveDue);
+            }
+            self.timers_quiet = true;
         }
         self.client_first = !self.client_first;
         let read = if self.client_first {
@@ -375,6 +401,9 @@ impl<C: Ws, U: Ws> Session<C, U> {
     }
 
     fn on_keepalive(&mut self, now: Instant) -> Option<(TerminalEvent, String)> {
+        // Pings written below may change what the legs' writes report.
+        self.client.read_quiet = false;
+        self.upstream.read_quiet = false;
         let actions = self
             .keepalive
             .as_mut()
@@ -402,6 +431,7 @@ impl<C: Ws, U: Ws> Session<C, U> {
     fn rearm_keepalive(&mut self) {
         if let Some(k) = &self.keepalive {
             self.keepalive_timer.as_mut().reset(k.deadline());
+            self.timers_quiet = false;
         }
     }
 
@@ -561,17 +591,26 @@ fn poll_relay_read<A: Ws, B: Ws>(
     to: &mut Leg<B>,
     cx: &mut Context<'_>,
 ) -> Option<Event> {
+    if from.read_quiet {
+        return None;
+    }
     match to.poll_ready(cx) {
         Poll::Ready(Ok(())) => {}
         Poll::Ready(Err(e)) => return Some(Event::WriteError(to.side, e)),
         // Backpressure: `to` is still writing; leave `from`'s bytes in its socket.
-        Poll::Pending => return None,
+        Poll::Pending => {
+            from.read_quiet = true;
+            return None;
+        }
     }
     match from.poll_next(cx) {
         Poll::Ready(Some(Ok(msg))) => Some(Event::Read(from.side, msg)),
         Poll::Ready(Some(Err(e))) => Some(Event::ReadError(from.side, e)),
         Poll::Ready(None) => Some(Event::Ended(from.side)),
-        Poll::Pending => None,
+        Poll::Pending => {
+            from.read_quiet = true;
+            None
+        }
     }
 }
 

@@ -172,11 +172,17 @@ def run_soak(args: argparse.Namespace) -> dict:
         rss_after = harness.rss_kib(proxy.pid)
         report["rss_kib"] = {"before": rss_before, "idle_at_restarts": warm,
                              "peak": peak[0], "after": rss_after}
-        # Memory the allocator keeps after the peak is not a leak; growth between
-        # idle points as sessions accumulate would be. Both are bounded.
+        # A leak shows as idle RSS growing from restart to restart while
+        # sessions accumulate (each idle point is taken with no session open);
+        # memory glibc keeps after the busiest moment is not a leak, so the
+        # final figure is only bounded against the start, not against the
+        # first idle point (a CI run kept its 68 MiB peak: after 67 MiB vs a
+        # first idle point of 32 MiB, while idle points went 32 -> 48 -> 44).
+        # With 10 restarts over 100k sessions the trend check catches a leak
+        # of about 0.4 KiB per session; the 3,000-session CI run, about 16 KiB.
         slack = args.rss_slack_mib * 1024
         checks["rss_back_near_baseline"] = (rss_after - rss_before <= 2 * slack
-                                            and (not warm or rss_after - warm[0] <= slack))
+                                            and (len(warm) < 2 or warm[-1] - warm[0] <= slack))
 
         if args.hold:
             gen.send_line("hold")

@@ -550,7 +550,8 @@ pub async fn fetch(admin: &str) -> Result<String, String> {
     Ok(body.to_string())
 }
 
-fn dechunk(mut s: &str) -> String {
+/// Undo HTTP/1.1 chunked transfer encoding of a body already read whole.
+pub fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else {

@@ -191,26 +191,11 @@ fn parse_response(buf: &[u8]) -> (u16, String) {
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(&body)
+        wspulse::explain::dechunk(&body)
     } else {
         body
     };
     (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// Parse the Prometheus text format: (name, labels) → value.

@@ -674,12 +674,10 @@ impl Scenario {
 
 // === A raw WebSocket client ===
 
-const OP_CONTINUATION: u8 = 0;
-const OP_TEXT: u8 = 1;
-const OP_BINARY: u8 = 2;
-const OP_CLOSE: u8 = 8;
-const OP_PING: u8 = 9;
-const OP_PONG: u8 = 10;
+use crate::wire::opcode::{
+    BINARY as OP_BINARY, CLOSE as OP_CLOSE, CONTINUATION as OP_CONTINUATION, PING as OP_PING,
+    PONG as OP_PONG, TEXT as OP_TEXT,
+};
 const KEY: &str = "d3NwdWxzZSBkZW1vIGtleQ==";
 const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x3e];
 /// Frames from the proxy larger than this mean something is wrong.

@@ -467,10 +467,7 @@ impl Metrics {
             closure: None,
             reason: String::new(),
             info,
-            stats: SessionStats {
-                last_activity: now,
-                ..SessionStats::default_at(now)
-            },
+            stats: SessionStats::new(now),
         }
     }
 }
@@ -519,7 +516,8 @@ pub struct SessionStats {
 }
 
 impl SessionStats {
-    fn default_at(now: Instant) -> SessionStats {
+    /// Zero counters, last activity at `now` (the session start).
+    fn new(now: Instant) -> SessionStats {
         SessionStats {
             messages_c2u: 0,
             messages_u2c: 0,

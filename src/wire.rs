@@ -2,6 +2,22 @@
 //! tests: what well-behaved libraries refuse to send (unmasked client
 //! frames, masked server frames, odd fragmentations).
 
+/// Opcodes (RFC 6455 §5.2).
+pub mod opcode {
+    /// Continuation of a fragmented message.
+    pub const CONTINUATION: u8 = 0;
+    /// Text frame.
+    pub const TEXT: u8 = 1;
+    /// Binary frame.
+    pub const BINARY: u8 = 2;
+    /// Close.
+    pub const CLOSE: u8 = 8;
+    /// Ping.
+    pub const PING: u8 = 9;
+    /// Pong.
+    pub const PONG: u8 = 10;
+}
+
 /// Encode one frame (RFC 6455 §5.2): FIN bit, opcode, payload length in
 /// the shortest form, and the payload, masked with `mask` when given (as a
 /// client must) and sent as is otherwise (as a server does).

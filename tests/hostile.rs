@@ -22,12 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-/// Opcodes.
-const CONT: u8 = 0;
-const TEXT: u8 = 1;
-const BIN: u8 = 2;
-const CLOSE: u8 = 8;
-const PING: u8 = 9;
+use wspulse::wire::opcode::{BINARY as BIN, CLOSE, CONTINUATION as CONT, PING, TEXT};
 
 /// Limits small enough to hit with a few bytes.
 const MAX_MESSAGE: usize = 1024;

@@ -43,3 +43,4 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod upstream;
 pub mod wire;
+pub mod ws;

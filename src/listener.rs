@@ -22,9 +22,8 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
@@ -33,6 +32,7 @@ use crate::metrics::{Metrics, RouteId, SessionInfo};
 use crate::session::{CLOSE_TIMEOUT, Session, SessionConfig};
 use crate::shutdown::Drain;
 use crate::upstream;
+use crate::ws::{Limits, WsStream};
 
 /// Connections past `max_connections` still get a 503, but only this many
 /// at once; beyond it they are dropped unanswered, so a flood cannot make
@@ -52,7 +52,7 @@ pub(crate) struct Shared {
     pub tracker: TaskTracker,
     pub sessions: Arc<Semaphore>,
     pub rejecting: Arc<Semaphore>,
-    pub ws_config: WebSocketConfig,
+    pub limits: Limits,
     pub session_config: SessionConfig,
     /// TLS client settings, built once, when the upstream is `wss://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -66,7 +66,7 @@ impl Shared {
         drain: Drain,
         tracker: TaskTracker,
     ) -> Shared {
-        let ws_config = ws_config(&settings);
+        let limits = limits(&settings);
         let session_config = SessionConfig {
             keepalive_interval: settings.keepalive.interval,
             keepalive_timeout: settings.keepalive.timeout,
@@ -93,7 +93,7 @@ impl Shared {
             metrics,
             drain,
             tracker,
-            ws_config,
+            limits,
             session_config,
             routes,
         }
@@ -119,16 +119,12 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
             || path.as_bytes()[prefix.len()] == b'/')
 }
 
-/// Per-leg WebSocket settings. The read buffer is small because most
-/// sessions are idle most of the time and tungstenite allocates it per
-/// connection (its 128 KiB default would cost 256 KiB per session); bigger
-/// messages still arrive whole, the buffer only sets the read chunk.
-pub fn ws_config(settings: &Settings) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(8 * 1024)
-        .max_message_size(Some(settings.limits.max_message_size))
-        .max_frame_size(Some(settings.limits.max_frame_size))
+/// Per-leg WebSocket limits, from `limits.*`.
+pub fn limits(settings: &Settings) -> Limits {
+    Limits {
+        max_message_size: settings.limits.max_message_size,
+        max_frame_size: settings.limits.max_frame_size,
+    }
 }
 
 /// Accept clients until `stop` fires.
@@ -319,7 +315,7 @@ async fn handle(
         &path_and_query,
         headers,
         s.upstream.connect_timeout,
-        shared.ws_config,
+        shared.limits,
         shared.tls.as_ref(),
     )
     .await
@@ -350,9 +346,9 @@ async fn handle(
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    // Each leg's WebSocketStream (about 1.4 KB) lives on the heap, so moving
-    // it through the nested session futures copies a pointer, not the
-    // struct, and an idle session does not carry several stale copies.
+    // Each leg lives on the heap, so moving it through the nested session
+    // futures copies a pointer, not the struct, and an idle session does
+    // not carry several stale copies.
     let upstream_ws = Box::new(dialed.ws);
     let route = shared.route(&path);
     let info = SessionInfo {
@@ -372,33 +368,27 @@ async fn handle(
         // Take the TCP stream back from hyper: the relay then reads and writes
         // it directly instead of through hyper's boxed, rewinding wrapper.
         // Bytes hyper read past the request head (a client may send its
-        // first frame right behind it) seed tungstenite's read buffer.
+        // first frame right behind it) are the leg's first input.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let hyper::upgrade::Parts { io, read_buf, .. } = parts;
-                let rest = read_buf.to_vec();
+                let client = Box::new(WsStream::new(
+                    io.into_inner(),
+                    Role::Server,
+                    shared2.limits,
+                    &read_buf,
+                ));
                 // Free hyper's read buffer now, not when the session ends.
                 drop(read_buf);
-                let client = Box::new(
-                    WebSocketStream::from_partially_read(
-                        io.into_inner(),
-                        rest,
-                        Role::Server,
-                        Some(shared2.ws_config),
-                    )
-                    .await,
-                );
                 run_session(client, upstream_ws, route, info, &shared2).await;
             }
             Err(upgraded) => {
-                let client = Box::new(
-                    WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(shared2.ws_config),
-                    )
-                    .await,
-                );
+                let client = Box::new(WsStream::new(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    shared2.limits,
+                    &[],
+                ));
                 run_session(client, upstream_ws, route, info, &shared2).await;
             }
         }

@@ -26,13 +26,12 @@ use futures_util::{Sink, Stream};
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::{
     self, Message,
+    error::ProtocolError,
     protocol::{CloseFrame, frame::coding::CloseCode},
 };
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::closure::{
-    self, Cause, Closure, Side, TerminalEvent, Violation, classify, event_of_error,
-};
+use crate::closure::{self, Cause, Closure, Side, TerminalEvent, classify, event_of_error};
 use crate::keepalive::{Action, Keepalive, Pong};
 use crate::metrics::{Direction, Metrics, SessionGuard};
 use crate::shutdown::Drain;
@@ -660,14 +659,6 @@ fn close_event(side: Side, frame: Option<CloseFrame>) -> (TerminalEvent, String)
             TerminalEvent::CloseFrame { side, code: None },
             String::new(),
         ),
-        // tungstenite replaces a close code that may not be sent on the wire
-        // (RFC 6455 §7.4) with exactly this frame before handing it to us
-        // (and echoes 1002 to the peer itself). Its variant is the only trace
-        // of the peer's violation, so recognise it here.
-        Some(f) if f.code == CloseCode::Protocol && f.reason.as_str() == "Protocol violation" => (
-            TerminalEvent::Protocol(side, Violation::Framing),
-            "forbidden close code".into(),
-        ),
         Some(f) => (
             TerminalEvent::CloseFrame {
                 side,
@@ -683,6 +674,10 @@ fn error_reason(e: &tungstenite::Error) -> String {
     let text = match e {
         tungstenite::Error::Capacity(_) => "message too big".to_string(),
         tungstenite::Error::Utf8(_) => "invalid UTF-8 in text message".to_string(),
+        // A close code that may not be sent (RFC 6455 §7.4), or a 1-byte Close.
+        tungstenite::Error::Protocol(ProtocolError::InvalidCloseSequence) => {
+            "invalid close frame: forbidden code or 1-byte payload".to_string()
+        }
         tungstenite::Error::Protocol(p) => p.to_string(),
         _ => String::new(),
     };

@@ -17,13 +17,14 @@ use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::{handshake::client::generate_key, protocol::WebSocketConfig};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::either::Either;
 
 use crate::config::UpstreamUrl;
 use crate::metrics::ConnectFailure;
+use crate::ws::{Limits, WsStream};
 
 /// Why the upstream could not be reached or refused the session.
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +99,14 @@ impl UpstreamError {
 }
 
 /// The upstream's byte stream: plain TCP for `ws://`, TLS for `wss://`.
-pub type UpstreamStream = MaybeTlsStream<TcpStream>;
+/// The TLS session is boxed: it is about a kilobyte, which every plain
+/// leg would otherwise carry too.
+pub type UpstreamStream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// An established upstream leg.
 pub struct Dialed {
     /// The WebSocket to the upstream.
-    pub ws: WebSocketStream<UpstreamStream>,
+    pub ws: WsStream<UpstreamStream>,
     /// The subprotocol the upstream picked, if any.
     pub protocol: Option<HeaderValue>,
 }
@@ -145,7 +148,7 @@ pub async fn dial(
     path_and_query: &str,
     headers: HeaderMap,
     timeout: Duration,
-    config: WebSocketConfig,
+    limits: Limits,
     tls: Option<&Arc<ClientConfig>>,
 ) -> Result<Dialed, UpstreamError> {
     let tls = match (url.tls, tls) {
@@ -157,7 +160,7 @@ pub async fn dial(
         }
         (false, _) => None,
     };
-    let work = dial_inner(url, path_and_query, headers, config, tls);
+    let work = dial_inner(url, path_and_query, headers, limits, tls);
     tokio::time::timeout(timeout, work)
         .await
         .unwrap_or(Err(UpstreamError::Timeout(timeout)))
@@ -167,7 +170,7 @@ async fn dial_inner(
     url: &UpstreamUrl,
     path_and_query: &str,
     headers: HeaderMap,
-    config: WebSocketConfig,
+    limits: Limits,
     tls: Option<Arc<ClientConfig>>,
 ) -> Result<Dialed, UpstreamError> {
     let tcp = connect(&url.host, url.port).await?;
@@ -179,9 +182,9 @@ async fn dial_inner(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| UpstreamError::Tls(e.to_string()))?;
-            MaybeTlsStream::Rustls(tls)
+            Either::Right(Box::new(tls))
         }
-        None => MaybeTlsStream::Plain(tcp),
+        None => Either::Left(tcp),
     };
     let key = generate_key();
     let request = upgrade_request(url, path_and_query, &headers, &key);
@@ -201,7 +204,7 @@ async fn dial_inner(
         });
     }
     let protocol = verify_upgrade(&head.headers, &key, &headers)?;
-    let ws = WebSocketStream::from_partially_read(stream, rest, Role::Client, Some(config)).await;
+    let ws = WsStream::new(stream, Role::Client, limits, &rest);
     Ok(Dialed { ws, protocol })
 }
 

@@ -1261,14 +1261,8 @@ async fn every_refusal_is_logged() {
 /// registry) and `closure::code_allowed_on_wire` accepts it: an upstream
 /// that is itself a gateway (another wspulse, say) may send it. It should
 /// be forwarded to the client and counted 1014/upstream/close_frame.
-///
-/// KNOWN FAILURE: tungstenite 0.30's `CloseCode::is_allowed` refuses 1014
-/// (it maps it to `Bad(1014)`), replaces the frame with 1002 "Protocol
-/// violation" before wspulse sees it, and echoes 1002 to the upstream; so
-/// the session is counted 1002/upstream/protocol_error and the client gets
-/// 1014 only because that is what wspulse sends for a broken upstream.
+/// (tungstenite 0.30 refuses 1014; wspulse's own frame layer does not.)
 #[tokio::test]
-#[ignore = "tungstenite 0.30 refuses close code 1014; see the doc comment"]
 async fn upstream_close_1014_is_a_close_frame() {
     let up = RawUpstream::bind().await;
     let proxy = start_proxy(settings(&up.url())).await;

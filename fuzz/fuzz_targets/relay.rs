@@ -32,6 +32,7 @@ use futures_util::{SinkExt, StreamExt};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_tungstenite::WebSocketStream;
+use wspulse::ws::WsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use wspulse::closure::Side;
@@ -105,14 +106,14 @@ async fn one_session(flags: u8, payload: &[u8]) {
     let mut settings = Settings::default();
     settings.limits.max_message_size = 4096;
     settings.limits.max_frame_size = 1024;
-    let ws_config = wspulse::listener::ws_config(&settings);
+    let limits = wspulse::listener::limits(&settings);
     let metrics = Metrics::standalone(&[], 0).unwrap();
     let drain = Drain::new(Duration::from_millis(10));
 
     let (c_proxy, c_peer) = tokio::io::duplex(16 * 1024);
     let (u_proxy, u_peer) = tokio::io::duplex(16 * 1024);
-    let client = WebSocketStream::from_raw_socket(c_proxy, Role::Server, Some(ws_config)).await;
-    let upstream = WebSocketStream::from_raw_socket(u_proxy, Role::Client, Some(ws_config)).await;
+    let client = WsStream::new(c_proxy, Role::Server, limits, &[]);
+    let upstream = WsStream::new(u_proxy, Role::Client, limits, &[]);
     let guard = metrics.open_session(metrics.route(None), SessionInfo::default());
     let config = SessionConfig {
         keepalive_interval: if keepalive {

@@ -1,0 +1,1027 @@
+//! The WebSocket protocol on one leg (RFC 6455 §5 and §7): frames in and
+//! out, message reassembly, ping replies and the closing handshake.
+//!
+//! wspulse's own rather than tungstenite's `WebSocketStream`, for what the
+//! benchmark (bench/README.md) measured:
+//! - an idle leg holds no buffer: both buffers come from a small per-thread
+//!   pool when bytes move and go back when they drain, where tungstenite
+//!   keeps a read buffer (4 KiB here) and a write buffer per leg for the
+//!   life of the connection;
+//! - a relayed message costs fewer instructions: no zero-filled read chunk
+//!   per read, payloads are slices of the read buffer, one copy (masked in
+//!   place) into the write buffer.
+//!
+//! It speaks tungstenite's types at its edges (`Message`, `Error`,
+//! `Role`), with tungstenite's semantics, so the session, the closure
+//! classification and the tests see the same things:
+//!
+//! | situation                                  | what the leg does                                    |
+//! |--------------------------------------------|------------------------------------------------------|
+//! | Ping while open                            | returns it; queues a Pong (the latest ping's) for the next flush |
+//! | peer's Close while open                    | returns it; queues the same Close back (echo)        |
+//! | peer's Close after ours                    | returns it (the reply)                               |
+//! | server, Close exchanged and echo written   | the stream ends (`None`): the server closes TCP first |
+//! | client, Close exchanged                    | reads on to the server's EOF, then ends              |
+//! | EOF before any Close                       | `Protocol(ResetWithoutClosingHandshake)`             |
+//! | frame over `max_frame_size` (header alone) | `Capacity(MessageTooLong)`                           |
+//! | message over `max_message_size`            | `Capacity(MessageTooLong)`                           |
+//! | invalid UTF-8 (text, close reason)         | `Utf8`, as soon as a fragment proves it              |
+//! | close code that may not be sent (§7.4)     | `Protocol(InvalidCloseSequence)`                     |
+//! | RSV bits, bad masking, bad opcode, fragmented or long control frame, bad continuation | `Protocol(...)`, the variant tungstenite uses |
+//! | frame after the Close exchange             | `Protocol(ReceivedAfterClosing)`                     |
+//! | send after our Close                       | `Protocol(SendAfterClosing)`                         |
+//!
+//! After an error or the end, the stream is fused (`None`). Unlike
+//! tungstenite, close code 1014 (bad gateway, IANA registered) is accepted.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::{
+    Error, Message, Utf8Bytes,
+    error::{CapacityError, ProtocolError},
+};
+use tokio_util::io::poll_read_buf;
+
+use crate::closure::code_allowed_on_wire;
+use crate::wire::opcode::{BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
+
+/// Size of a buffer taken from the pool. A read asks for at least this
+/// much room (more when a frame header announces a bigger payload), so a
+/// 16 KiB message takes one or two reads.
+const CHUNK: usize = 16 * 1024;
+
+/// A send makes the leg not ready (`poll_ready` then flushes first) once
+/// this much waits in its write buffer: the bound behind backpressure.
+const WRITE_HIGH: usize = 8 * 1024;
+
+/// Buffers kept per thread for reuse, and the largest one worth keeping.
+const POOL_MAX: usize = 64;
+const POOL_BUF_MAX: usize = 256 * 1024;
+
+/// The largest frame header: 2 + 8 (length) + 4 (mask) bytes.
+const MAX_HEADER: usize = 14;
+
+thread_local! {
+    /// Drained buffers, reused by the next leg on this thread that has
+    /// bytes to move. A session's buffers are in use only while it relays.
+    static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buf() -> BytesMut {
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(CHUNK))
+}
+
+/// Give back an empty buffer. It is kept only if no message still shares
+/// its memory (`try_reclaim` fails then) and the pool has room.
+fn give_buf(mut buf: BytesMut) {
+    buf.clear();
+    if buf.capacity() == 0 || buf.capacity() > POOL_BUF_MAX || !buf.try_reclaim(CHUNK) {
+        return;
+    }
+    POOL.with(|p| {
+        let mut pool = p.borrow_mut();
+        if pool.len() < POOL_MAX {
+            pool.push(buf);
+        }
+    });
+}
+
+/// Message and frame size limits for one leg (`limits.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message, reassembled from its fragments.
+    pub max_message_size: usize,
+    /// Largest single frame payload.
+    pub max_frame_size: usize,
+}
+
+/// Where the leg is in the closing handshake (RFC 6455 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Active,
+    /// We sent a Close; the peer's reply is awaited. Data may still arrive.
+    ClosedByUs,
+    /// The peer sent a Close; our echo is queued.
+    ClosedByPeer,
+    /// Both Closes went; only the end of the TCP stream remains.
+    CloseAcknowledged,
+    /// Over: reads end, writes fail.
+    Terminated,
+}
+
+impl State {
+    fn can_read(self) -> bool {
+        matches!(self, State::Active | State::ClosedByUs)
+    }
+}
+
+/// A parsed frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    fin: bool,
+    rsv: u8,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    len: u64,
+}
+
+impl Header {
+    /// The header at the front of `buf` and its size, or `None` if `buf`
+    /// does not hold all of it yet.
+    fn parse(buf: &[u8]) -> Option<(Header, usize)> {
+        let (&b0, &b1) = (buf.first()?, buf.get(1)?);
+        let (len, mut at) = match b1 & 0x7f {
+            126 => (
+                u64::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
+                4,
+            ),
+            127 => {
+                let b: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
+                (u64::from_be_bytes(b), 10)
+            }
+            n => (u64::from(n), 2),
+        };
+        let mask = if b1 & 0x80 != 0 {
+            let key: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
+            at += 4;
+            Some(key)
+        } else {
+            None
+        };
+        let header = Header {
+            fin: b0 & 0x80 != 0,
+            rsv: (b0 >> 4) & 0x07,
+            opcode: b0 & 0x0f,
+            mask,
+            len,
+        };
+        Some((header, at))
+    }
+}
+
+/// XOR `buf` with the masking key (RFC 6455 §5.3), eight bytes at a time.
+fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
+    let k = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let (words, rest) = buf.as_chunks_mut::<8>();
+    for w in words {
+        *w = (u64::from_ne_bytes(*w) ^ k).to_ne_bytes();
+    }
+    // `rest` starts at a multiple of 8, so the key lines up again at 0.
+    for (i, b) in rest.iter_mut().enumerate() {
+        *b ^= key[i % 4];
+    }
+}
+
+/// A Close frame's payload: nothing, or a code and a UTF-8 reason.
+fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame>, Error> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(Error::Protocol(ProtocolError::InvalidCloseSequence)),
+        [hi, lo, reason @ ..] => Ok(Some(CloseFrame {
+            code: CloseCode::from(u16::from_be_bytes([*hi, *lo])),
+            reason: Utf8Bytes::from(std::str::from_utf8(reason)?),
+        })),
+    }
+}
+
+fn too_long(size: u64, max_size: usize) -> Error {
+    Error::Capacity(CapacityError::MessageTooLong {
+        size: usize::try_from(size).unwrap_or(usize::MAX),
+        max_size,
+    })
+}
+
+/// A fragmented message being put back together.
+struct Partial {
+    text: bool,
+    data: BytesMut,
+    /// Bytes of `data` known to be valid UTF-8 (text only), so each
+    /// fragment is checked once and a bad one fails at once.
+    checked: usize,
+}
+
+impl Partial {
+    fn extend(&mut self, fragment: &[u8], max: usize) -> Result<(), Error> {
+        let size = self.data.len() as u64 + fragment.len() as u64;
+        if size > max as u64 {
+            return Err(too_long(size, max));
+        }
+        self.data.extend_from_slice(fragment);
+        if self.text {
+            match std::str::from_utf8(&self.data[self.checked..]) {
+                Ok(_) => self.checked = self.data.len(),
+                // A sequence cut at the fragment's end may go on in the next.
+                Err(e) if e.error_len().is_none() => self.checked += e.valid_up_to(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn complete(self) -> Result<Message, Error> {
+        let data = self.data.freeze();
+        Ok(if self.text {
+            Message::Text(Utf8Bytes::try_from(data)?)
+        } else {
+            Message::Binary(data)
+        })
+    }
+}
+
+/// One leg's WebSocket connection over `S`: a [`Stream`] of received
+/// messages and a [`Sink`] of messages to send (see the module docs for
+/// its semantics).
+pub struct WsStream<S> {
+    io: S,
+    role: Role,
+    limits: Limits,
+    state: State,
+    /// Bytes read and not yet parsed; empty and unallocated when idle.
+    rbuf: BytesMut,
+    /// The header of the frame whose payload is still arriving.
+    header: Option<Header>,
+    partial: Option<Partial>,
+    /// Encoded frames not yet written; unallocated when idle.
+    wbuf: BytesMut,
+    /// The Pong owed for the latest Ping, queued at the next flush.
+    pong: Option<Bytes>,
+    /// A Pong or Close echo is queued or owed and not yet written.
+    reply_unflushed: bool,
+    /// The stream returned its end or an error.
+    ended: bool,
+    /// `wbuf` is under `WRITE_HIGH`: a message may be sent without a flush.
+    ready: bool,
+}
+
+impl<S> WsStream<S> {
+    /// A leg over an established connection, after the HTTP upgrade.
+    /// `read_ahead` holds bytes already read past the handshake (a peer may
+    /// send its first frame right behind it).
+    pub fn new(io: S, role: Role, limits: Limits, read_ahead: &[u8]) -> WsStream<S> {
+        WsStream {
+            io,
+            role,
+            limits,
+            state: State::Active,
+            rbuf: BytesMut::from(read_ahead),
+            header: None,
+            partial: None,
+            wbuf: BytesMut::new(),
+            pong: None,
+            reply_unflushed: false,
+            ended: false,
+            ready: true,
+        }
+    }
+
+    /// The connection underneath.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Encode a frame into the write buffer (masked when we are the client).
+    fn queue(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = take_buf();
+        }
+        let w = &mut self.wbuf;
+        w.reserve(payload.len() + MAX_HEADER);
+        w.put_u8((u8::from(fin) << 7) | opcode);
+        let masked = if self.role == Role::Client { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => w.put_u8(masked | n as u8),
+            n if n <= 0xffff => {
+                w.put_u8(masked | 126);
+                w.put_u16(n as u16);
+            }
+            n => {
+                w.put_u8(masked | 127);
+                w.put_u64(n as u64);
+            }
+        }
+        if self.role == Role::Client {
+            // A client masks every frame with a fresh, unpredictable key
+            // (RFC 6455 §5.3), from the thread's CSPRNG as tungstenite does.
+            let key: [u8; 4] = rand::random();
+            w.put_slice(&key);
+            let start = w.len();
+            w.put_slice(payload);
+            apply_mask(&mut w[start..], key);
+        } else {
+            w.put_slice(payload);
+        }
+        if w.len() >= WRITE_HIGH {
+            self.ready = false;
+        }
+    }
+
+    fn queue_close(&mut self, frame: Option<&CloseFrame>) {
+        match frame {
+            None => self.queue(true, CLOSE, &[]),
+            Some(f) => {
+                let mut payload = Vec::with_capacity(2 + f.reason.len());
+                payload.extend_from_slice(&u16::from(f.code).to_be_bytes());
+                payload.extend_from_slice(f.reason.as_bytes());
+                self.queue(true, CLOSE, &payload);
+            }
+        }
+    }
+
+    /// An I/O error, as tungstenite reports it: a reset once the Closes
+    /// have been exchanged is just the end.
+    fn io_error(&self, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::ConnectionReset
+            && matches!(self.state, State::ClosedByPeer | State::CloseAcknowledged)
+        {
+            Error::ConnectionClosed
+        } else {
+            Error::Io(e)
+        }
+    }
+
+    /// Drop the read buffer if it holds nothing.
+    fn release_read(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            give_buf(std::mem::take(&mut self.rbuf));
+        }
+    }
+
+    /// Act on one received frame: `Some` is a message for the caller.
+    fn on_frame(&mut self, h: Header, mut payload: BytesMut) -> Result<Option<Message>, Error> {
+        use ProtocolError as P;
+        if self.role == Role::Server {
+            match h.mask {
+                Some(key) => apply_mask(&mut payload, key),
+                None => return Err(Error::Protocol(P::UnmaskedFrameFromClient)),
+            }
+        }
+        if !self.state.can_read() {
+            return Err(Error::Protocol(P::ReceivedAfterClosing));
+        }
+        if h.rsv != 0 {
+            return Err(Error::Protocol(P::NonZeroReservedBits));
+        }
+        if self.role == Role::Client && h.mask.is_some() {
+            return Err(Error::Protocol(P::MaskedFrameFromServer));
+        }
+        if h.opcode >= 8 {
+            // Control frames: whole, and at most 125 bytes (§5.5).
+            if !h.fin {
+                return Err(Error::Protocol(P::FragmentedControlFrame));
+            }
+            if payload.len() > 125 {
+                return Err(Error::Protocol(P::ControlFrameTooBig));
+            }
+            return match h.opcode {
+                CLOSE => self.on_close(&payload),
+                PING => {
+                    let data = payload.freeze();
+                    if self.state == State::Active {
+                        self.pong = Some(data.clone());
+                        self.reply_unflushed = true;
+                    }
+                    Ok(Some(Message::Ping(data)))
+                }
+                PONG => Ok(Some(Message::Pong(payload.freeze()))),
+                i => Err(Error::Protocol(P::UnknownControlFrameType(i))),
+            };
+        }
+        let max = self.limits.max_message_size;
+        match (h.opcode, self.partial.as_mut()) {
+            (CONTINUATION, None) => Err(Error::Protocol(P::UnexpectedContinueFrame)),
+            (CONTINUATION, Some(p)) => {
+                p.extend(&payload, max)?;
+                match (h.fin, self.partial.take()) {
+                    (true, Some(p)) => p.complete().map(Some),
+                    (_, p) => {
+                        self.partial = p;
+                        Ok(None)
+                    }
+                }
+            }
+            (op, Some(_)) => {
+                let data = match op {
+                    TEXT => OpData::Text,
+                    BINARY => OpData::Binary,
+                    i => OpData::Reserved(i),
+                };
+                Err(Error::Protocol(P::ExpectedFragment(data)))
+            }
+            (op @ (TEXT | BINARY), None) => {
+                let text = op == TEXT;
+                if h.fin {
+                    if payload.len() > max {
+                        return Err(too_long(payload.len() as u64, max));
+                    }
+                    let data = payload.freeze();
+                    return Ok(Some(if text {
+                        Message::Text(Utf8Bytes::try_from(data)?)
+                    } else {
+                        Message::Binary(data)
+                    }));
+                }
+                let mut p = Partial {
+                    text,
+                    data: BytesMut::new(),
+                    checked: 0,
+                };
+                p.extend(&payload, max)?;
+                self.partial = Some(p);
+                Ok(None)
+            }
+            (i, None) => Err(Error::Protocol(P::UnknownDataFrameType(i))),
+        }
+    }
+
+    fn on_close(&mut self, payload: &[u8]) -> Result<Option<Message>, Error> {
+        let frame = parse_close(payload)?;
+        match self.state {
+            State::Active => {
+                if let Some(f) = &frame
+                    && !code_allowed_on_wire(u16::from(f.code))
+                {
+                    return Err(Error::Protocol(ProtocolError::InvalidCloseSequence));
+                }
+                self.state = State::ClosedByPeer;
+                self.pong = None;
+                // Echo the peer's Close (§5.5.1).
+                self.queue_close(frame.as_ref());
+                self.reply_unflushed = true;
+                Ok(Some(Message::Close(frame)))
+            }
+            State::ClosedByUs => {
+                self.state = State::CloseAcknowledged;
+                Ok(Some(Message::Close(frame)))
+            }
+            // `on_frame` refuses frames in the other states.
+            _ => Ok(None),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    /// Write out everything queued (and the Pong owed), then flush `io`.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.state == State::Terminated && self.wbuf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        // Under a ping flood into a full socket, owe one Pong (the latest,
+        // as §5.5.3 allows) rather than queue one per Ping.
+        if self.state == State::Active
+            && self.wbuf.len() < WRITE_HIGH
+            && let Some(data) = self.pong.take()
+        {
+            self.queue(true, PONG, &data);
+        }
+        while !self.wbuf.is_empty() {
+            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(Error::Io(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "connection reset while sending",
+                    ))));
+                }
+                Ok(n) => self.wbuf.advance(n),
+                Err(e) => return Poll::Ready(Err(self.io_error(e))),
+            }
+        }
+        if self.wbuf.capacity() > 0 {
+            give_buf(std::mem::take(&mut self.wbuf));
+        }
+        if let Err(e) = ready!(Pin::new(&mut self.io).poll_flush(cx)) {
+            return Poll::Ready(Err(self.io_error(e)));
+        }
+        self.ready = true;
+        if self.pong.is_none() {
+            self.reply_unflushed = false;
+        }
+        // The server closes the TCP connection first once the Closes are
+        // exchanged and written (§7.1.1): the stream ends.
+        if self.role == Role::Server && !self.state.can_read() {
+            self.state = State::Terminated;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Read until a complete frame is in `rbuf`; `None` at the end of the stream.
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<(Header, BytesMut)>, Error>> {
+        loop {
+            if self.header.is_none()
+                && let Some((h, size)) = Header::parse(&self.rbuf)
+            {
+                // Refuse an oversized frame on its header, before its payload.
+                if h.len > self.limits.max_frame_size as u64 {
+                    return Poll::Ready(Err(too_long(h.len, self.limits.max_frame_size)));
+                }
+                self.rbuf.advance(size);
+                self.header = Some(h);
+            }
+            let need = match self.header {
+                Some(h) => {
+                    // Checked against max_frame_size (a usize) above.
+                    let len = h.len as usize;
+                    if self.rbuf.len() >= len {
+                        self.header = None;
+                        return Poll::Ready(Ok(Some((h, self.rbuf.split_to(len)))));
+                    }
+                    len - self.rbuf.len()
+                }
+                None => MAX_HEADER,
+            };
+            if self.rbuf.capacity() == 0 {
+                self.rbuf = take_buf();
+            }
+            self.rbuf.reserve(need);
+            match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+                Poll::Pending => {
+                    self.release_read();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.io_error(e))),
+            }
+        }
+    }
+
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, Error>> {
+        if self.state == State::Terminated {
+            return Poll::Ready(Err(Error::AlreadyClosed));
+        }
+        loop {
+            // Replies go out even while only reading (tungstenite does the same).
+            let mut write_blocked = false;
+            if self.reply_unflushed {
+                match self.poll_write_out(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => write_blocked = true,
+                }
+            }
+            if self.state == State::Terminated
+                || (!write_blocked && self.role == Role::Server && !self.state.can_read())
+            {
+                self.state = State::Terminated;
+                return Poll::Ready(Err(Error::ConnectionClosed));
+            }
+            match ready!(self.poll_frame(cx)) {
+                Ok(Some((h, payload))) => {
+                    if let Some(msg) = self.on_frame(h, payload)? {
+                        return Poll::Ready(Ok(msg));
+                    }
+                }
+                Ok(None) => {
+                    let was = std::mem::replace(&mut self.state, State::Terminated);
+                    return Poll::Ready(Err(match was {
+                        State::ClosedByPeer | State::CloseAcknowledged => Error::ConnectionClosed,
+                        _ => Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+                    }));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsStream<S> {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match ready!(this.poll_message(cx)) {
+            Ok(msg) => Poll::Ready(Some(Ok(msg))),
+            Err(e) => {
+                this.ended = true;
+                this.partial = None;
+                this.rbuf = BytesMut::new();
+                match e {
+                    Error::AlreadyClosed | Error::ConnectionClosed => Poll::Ready(None),
+                    e => Poll::Ready(Some(Err(e))),
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WsStream<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if this.ready {
+            return Poll::Ready(Ok(()));
+        }
+        let r = ready!(this.poll_write_out(cx));
+        this.ready = true;
+        Poll::Ready(r)
+    }
+
+    fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<(), Error> {
+        let this = self.get_mut();
+        match this.state {
+            State::Active => {}
+            State::Terminated => return Err(Error::AlreadyClosed),
+            _ => return Err(Error::Protocol(ProtocolError::SendAfterClosing)),
+        }
+        match msg {
+            Message::Text(t) => this.queue(true, TEXT, t.as_bytes()),
+            Message::Binary(b) => this.queue(true, BINARY, &b),
+            Message::Ping(p) => this.queue(true, PING, &p),
+            Message::Pong(p) => this.queue(true, PONG, &p),
+            Message::Close(frame) => {
+                this.state = State::ClosedByUs;
+                this.pong = None;
+                this.queue_close(frame.as_ref());
+            }
+            Message::Frame(f) => {
+                let h = f.header();
+                this.queue(h.is_final, u8::from(h.opcode), f.payload());
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        match ready!(self.get_mut().poll_write_out(cx)) {
+            Err(Error::ConnectionClosed) => Poll::Ready(Ok(())),
+            r => Poll::Ready(r),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if this.state == State::Active {
+            this.state = State::ClosedByUs;
+            this.pong = None;
+            this.queue(true, CLOSE, &[]);
+        }
+        match ready!(this.poll_write_out(cx)) {
+            Err(Error::ConnectionClosed) => Poll::Ready(Ok(())),
+            r => Poll::Ready(r),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::encode_frame;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const LIMITS: Limits = Limits {
+        max_message_size: 1 << 20,
+        max_frame_size: 1 << 16,
+    };
+    const KEY: Option<[u8; 4]> = Some([1, 2, 3, 4]);
+
+    /// A server-role leg (the proxy's client leg) and the raw peer end.
+    fn server() -> (WsStream<DuplexStream>, DuplexStream) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        (WsStream::new(a, Role::Server, LIMITS, &[]), b)
+    }
+
+    fn client() -> (WsStream<DuplexStream>, DuplexStream) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        (WsStream::new(a, Role::Client, LIMITS, &[]), b)
+    }
+
+    async fn next(ws: &mut WsStream<DuplexStream>) -> Option<Result<Message, Error>> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message or the end in time")
+    }
+
+    /// Read one unmasked frame (what a server leg writes): (fin+opcode byte, payload).
+    async fn read_frame(peer: &mut DuplexStream) -> (u8, Vec<u8>) {
+        let mut h = [0u8; 2];
+        peer.read_exact(&mut h).await.unwrap();
+        assert_eq!(h[1] & 0x80, 0, "a server's frames are not masked");
+        let len = match h[1] & 0x7f {
+            126 => peer.read_u16().await.unwrap() as usize,
+            127 => peer.read_u64().await.unwrap() as usize,
+            n => n as usize,
+        };
+        let mut p = vec![0; len];
+        peer.read_exact(&mut p).await.unwrap();
+        (h[0], p)
+    }
+
+    #[test]
+    fn header_parse_needs_the_whole_header() {
+        let f = encode_frame(true, BINARY, &[7; 300], KEY);
+        for cut in 0..8 {
+            assert_eq!(Header::parse(&f[..cut]), None, "cut at {cut}");
+        }
+        let (h, size) = Header::parse(&f).unwrap();
+        assert_eq!(size, 8);
+        assert_eq!((h.fin, h.opcode, h.len, h.mask), (true, BINARY, 300, KEY));
+        let big = [0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(Header::parse(&big).unwrap().0.len, 1 << 63);
+    }
+
+    #[test]
+    fn mask_is_an_involution_at_every_length_and_offset() {
+        for len in 0..40 {
+            let data: Vec<u8> = (0..len as u8).collect();
+            let mut m = data.clone();
+            apply_mask(&mut m, [9, 8, 7, 6]);
+            let expect: Vec<u8> = data
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ [9, 8, 7, 6][i % 4])
+                .collect();
+            assert_eq!(m, expect);
+            apply_mask(&mut m, [9, 8, 7, 6]);
+            assert_eq!(m, data);
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_masked_messages_and_writes_unmasked_as_server() {
+        let (mut ws, mut peer) = server();
+        let mut input = encode_frame(true, TEXT, "héllo".as_bytes(), KEY);
+        input.extend(encode_frame(true, BINARY, &[1, 2, 3], KEY));
+        peer.write_all(&input).await.unwrap();
+        assert_eq!(
+            next(&mut ws).await.unwrap().unwrap(),
+            Message::text("héllo")
+        );
+        assert_eq!(
+            next(&mut ws).await.unwrap().unwrap(),
+            Message::binary(vec![1, 2, 3])
+        );
+        ws.send(Message::binary(vec![5; 200])).await.unwrap();
+        assert_eq!(read_frame(&mut peer).await, (0x82, vec![5; 200]));
+    }
+
+    #[tokio::test]
+    async fn masks_what_it_sends_as_client() {
+        let (mut ws, mut peer) = client();
+        ws.send(Message::text("abc")).await.unwrap();
+        let mut f = [0u8; 9];
+        peer.read_exact(&mut f).await.unwrap();
+        assert_eq!(f[..2], [0x81, 0x83]);
+        let key = [f[2], f[3], f[4], f[5]];
+        let mut p = f[6..].to_vec();
+        apply_mask(&mut p, key);
+        assert_eq!(p, b"abc");
+        // A server must not mask: a masked frame is a protocol error.
+        peer.write_all(&encode_frame(true, TEXT, b"x", KEY))
+            .await
+            .unwrap();
+        assert!(matches!(
+            next(&mut ws).await,
+            Some(Err(Error::Protocol(ProtocolError::MaskedFrameFromServer)))
+        ));
+        assert!(next(&mut ws).await.is_none(), "fused after an error");
+    }
+
+    #[tokio::test]
+    async fn reassembles_fragments_even_when_bytes_trickle() {
+        let (mut ws, mut peer) = server();
+        let mut input = encode_frame(false, TEXT, "é".as_bytes()[..1].as_ref(), KEY);
+        input.extend(encode_frame(true, PING, b"p", KEY));
+        input.extend(encode_frame(false, CONTINUATION, &"é".as_bytes()[1..], KEY));
+        input.extend(encode_frame(true, CONTINUATION, b"!", KEY));
+        let writer = tokio::spawn(async move {
+            for b in input {
+                peer.write_all(&[b]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            peer
+        });
+        assert_eq!(
+            next(&mut ws).await.unwrap().unwrap(),
+            Message::Ping(Bytes::from_static(b"p"))
+        );
+        assert_eq!(next(&mut ws).await.unwrap().unwrap(), Message::text("é!"));
+        let mut peer = writer.await.unwrap();
+        // The Ping's Pong went out on its own.
+        ws.flush().await.unwrap();
+        assert_eq!(read_frame(&mut peer).await, (0x8a, b"p".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_fails_on_the_fragment_that_proves_it() {
+        let (mut ws, mut peer) = server();
+        // 0xC3 starts a 2-byte sequence; 0x28 cannot continue it.
+        peer.write_all(&encode_frame(false, TEXT, &[b'a', 0xc3], KEY))
+            .await
+            .unwrap();
+        peer.write_all(&encode_frame(false, CONTINUATION, &[0x28], KEY))
+            .await
+            .unwrap();
+        // No final fragment is ever sent: the error must not wait for it.
+        assert!(matches!(next(&mut ws).await, Some(Err(Error::Utf8(_)))));
+    }
+
+    #[tokio::test]
+    async fn limits_apply_to_frames_on_their_header_and_to_whole_messages() {
+        let (mut ws, mut peer) = server();
+        // Only the header of a frame over max_frame_size is needed.
+        let f = encode_frame(true, BINARY, &vec![0; LIMITS.max_frame_size + 1], KEY);
+        peer.write_all(&f[..14]).await.unwrap();
+        assert!(matches!(
+            next(&mut ws).await,
+            Some(Err(Error::Capacity(CapacityError::MessageTooLong { .. })))
+        ));
+        let (mut ws, mut peer) = server();
+        // 16 full frames reach max_message_size; one byte more is too much.
+        let frag = vec![0; LIMITS.max_frame_size];
+        let mut input = Vec::new();
+        for i in 0..16 {
+            let op = if i == 0 { BINARY } else { CONTINUATION };
+            input.extend(encode_frame(false, op, &frag, KEY));
+        }
+        input.extend(encode_frame(true, CONTINUATION, &[0], KEY));
+        let _writer = tokio::spawn(async move {
+            let _ = peer.write_all(&input).await;
+            peer
+        });
+        assert!(matches!(
+            next(&mut ws).await,
+            Some(Err(Error::Capacity(CapacityError::MessageTooLong { .. })))
+        ));
+    }
+
+    #[tokio::test]
+    async fn protocol_violations() {
+        use ProtocolError as P;
+        type Expect = fn(&Error) -> bool;
+        let cases: Vec<(Vec<u8>, Expect)> = vec![
+            (encode_frame(true, TEXT, b"x", None), |e| {
+                matches!(e, Error::Protocol(P::UnmaskedFrameFromClient))
+            }),
+            (
+                {
+                    let mut f = encode_frame(true, TEXT, b"x", KEY);
+                    f[0] |= 0x40;
+                    f
+                },
+                |e| matches!(e, Error::Protocol(P::NonZeroReservedBits)),
+            ),
+            (encode_frame(false, PING, b"x", KEY), |e| {
+                matches!(e, Error::Protocol(P::FragmentedControlFrame))
+            }),
+            (encode_frame(true, PING, &[0; 126], KEY), |e| {
+                matches!(e, Error::Protocol(P::ControlFrameTooBig))
+            }),
+            (encode_frame(true, 3, b"x", KEY), |e| {
+                matches!(e, Error::Protocol(P::UnknownDataFrameType(3)))
+            }),
+            (encode_frame(true, 11, b"x", KEY), |e| {
+                matches!(e, Error::Protocol(P::UnknownControlFrameType(11)))
+            }),
+            (encode_frame(true, CONTINUATION, b"x", KEY), |e| {
+                matches!(e, Error::Protocol(P::UnexpectedContinueFrame))
+            }),
+            (
+                {
+                    let mut f = encode_frame(false, TEXT, b"x", KEY);
+                    f.extend(encode_frame(true, BINARY, b"y", KEY));
+                    f
+                },
+                |e| matches!(e, Error::Protocol(P::ExpectedFragment(_))),
+            ),
+            (encode_frame(true, CLOSE, &[3], KEY), |e| {
+                matches!(e, Error::Protocol(P::InvalidCloseSequence))
+            }),
+            (
+                encode_frame(true, CLOSE, &1006u16.to_be_bytes(), KEY),
+                |e| matches!(e, Error::Protocol(P::InvalidCloseSequence)),
+            ),
+            (encode_frame(true, CLOSE, &[3, 232, 0xff], KEY), |e| {
+                matches!(e, Error::Utf8(_))
+            }),
+            (encode_frame(true, TEXT, &[0xff], KEY), |e| {
+                matches!(e, Error::Utf8(_))
+            }),
+        ];
+        for (i, (input, expected)) in cases.into_iter().enumerate() {
+            let (mut ws, mut peer) = server();
+            peer.write_all(&input).await.unwrap();
+            match next(&mut ws).await {
+                Some(Err(e)) if expected(&e) => {}
+                other => panic!("case {i}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn peer_close_is_echoed_then_the_server_leg_ends() {
+        let (mut ws, mut peer) = server();
+        let mut close = 1014u16.to_be_bytes().to_vec();
+        close.extend(b"bad gateway");
+        peer.write_all(&encode_frame(true, CLOSE, &close, KEY))
+            .await
+            .unwrap();
+        match next(&mut ws).await {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!(
+                    (u16::from(f.code), f.reason.as_str()),
+                    (1014, "bad gateway")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            ws.send(Message::text("late")).await,
+            Err(Error::Protocol(ProtocolError::SendAfterClosing))
+        ));
+        assert!(
+            next(&mut ws).await.is_none(),
+            "the server ends after its echo"
+        );
+        assert_eq!(read_frame(&mut peer).await, (0x88, close));
+    }
+
+    #[tokio::test]
+    async fn our_close_then_the_reply_then_eof_as_client() {
+        let (mut ws, mut peer) = client();
+        ws.send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Away,
+            reason: "bye".into(),
+        })))
+        .await
+        .unwrap();
+        // Data still arriving before the reply is delivered.
+        peer.write_all(&encode_frame(true, TEXT, b"in flight", None))
+            .await
+            .unwrap();
+        peer.write_all(&encode_frame(true, CLOSE, &1001u16.to_be_bytes(), None))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut ws).await.unwrap().unwrap(),
+            Message::text("in flight")
+        );
+        assert!(matches!(
+            next(&mut ws).await,
+            Some(Ok(Message::Close(Some(_))))
+        ));
+        drop(peer);
+        assert!(
+            next(&mut ws).await.is_none(),
+            "EOF after the exchange is the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn eof_without_close_is_a_reset_without_handshake() {
+        let (mut ws, peer) = server();
+        drop(peer);
+        assert!(matches!(
+            next(&mut ws).await,
+            Some(Err(Error::Protocol(
+                ProtocolError::ResetWithoutClosingHandshake
+            )))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_idle_leg_holds_no_buffer() {
+        let (mut ws, mut peer) = server();
+        peer.write_all(&encode_frame(true, BINARY, &[1; 100], KEY))
+            .await
+            .unwrap();
+        let msg = next(&mut ws).await.unwrap().unwrap();
+        ws.send(msg).await.unwrap();
+        let _ = read_frame(&mut peer).await;
+        // Nothing more to read: the poll returns Pending and lets go of it.
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut ws).poll_next(&mut cx).is_pending());
+        assert_eq!((ws.rbuf.capacity(), ws.wbuf.capacity()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn read_ahead_bytes_come_first() {
+        let (a, mut peer) = tokio::io::duplex(1024);
+        let mut ahead = encode_frame(true, TEXT, b"early", KEY);
+        let late = ahead.split_off(4);
+        let mut ws = WsStream::new(a, Role::Server, LIMITS, &ahead);
+        peer.write_all(&late).await.unwrap();
+        assert_eq!(
+            next(&mut ws).await.unwrap().unwrap(),
+            Message::text("early")
+        );
+    }
+}

@@ -1,27 +1,25 @@
 //! The client-facing side: accept loop, HTTP/1.1 upgrade, one task per session.
 //!
-//! Each accepted connection is served by hyper for exactly one request.
-//! A valid WebSocket upgrade dials the upstream *first* (so the client gets
-//! the upstream's answer: its 101 and subprotocol, its 403, or 502/504),
-//! then answers 101 and hands both legs to a [`Session`]. Everything that
-//! is not a session ends with an HTTP status, counted in
+//! Each accepted connection carries exactly one request, read and parsed
+//! here (httparse; the request head is all wspulse needs of HTTP, and a
+//! general HTTP server's machinery cost more per session than the rest of
+//! the handshake together, bench/README.md). A valid WebSocket upgrade
+//! dials the upstream *first* (so the client gets the upstream's answer:
+//! its 101 and subprotocol, its 403, or 502/504), then answers 101 and
+//! relays both legs in the same task ([`Session`]). Everything that is not
+//! a session ends with an HTTP status, counted in
 //! `wspulse_handshake_rejections_total{status}` (or the connect failures).
 
-use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::StatusCode;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::task::TaskTracker;
@@ -41,8 +39,6 @@ const MAX_REJECTING: usize = 256;
 
 /// Largest request head accepted; past it the client gets 431.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
-
-type Body = Full<Bytes>;
 
 /// Everything a connection task needs, shared.
 pub(crate) struct Shared {
@@ -153,7 +149,7 @@ pub(crate) async fn accept_loop(
     }
 }
 
-async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+async fn serve_connection(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = tcp.set_nodelay(true);
     let permit = shared.sessions.clone().try_acquire_owned().ok();
     // Over the limit: answer 503 while few are waiting, else drop the TCP.
@@ -169,66 +165,276 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
     } else {
         None
     };
-    let seen = Arc::new(AtomicBool::new(false));
-    let slot = Arc::new(Mutex::new(permit));
-    let svc = {
-        let (shared, seen) = (shared.clone(), seen.clone());
-        service_fn(move |req| {
-            seen.store(true, Ordering::SeqCst);
-            let permit = slot.lock().map(|mut s| s.take()).unwrap_or(None);
-            handle(req, peer, shared.clone(), permit)
-        })
+    let m = &shared.metrics;
+    let mut buf = Vec::with_capacity(1024);
+    let head = tokio::time::timeout(
+        shared.settings.limits.handshake_timeout,
+        read_head(&mut tcp, &mut buf),
+    )
+    .await;
+    let (req, head_len) = match head {
+        Ok(Ok(Head::Complete(req, len))) => (req, len),
+        Ok(Ok(Head::Refused(status, body))) => {
+            m.rejection(status.as_u16());
+            debug!(%peer, status = status.as_u16(), reason = body.trim_end(), "bad request head");
+            return refuse(tcp, plain_response(status, body)).await;
+        }
+        // The client left before its request was complete: nobody to answer.
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "client left during the handshake");
+            return;
+        }
+        Err(_) => {
+            // Slowloris or a dead client: cut it, count it as 408.
+            m.rejection(408);
+            debug!(%peer, status = 408, "handshake timeout");
+            return;
+        }
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(MAX_HEAD_BYTES.max(8192))
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .serve_connection(TokioIo::new(tcp), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let deadline = tokio::time::sleep(shared.settings.limits.handshake_timeout);
-    tokio::pin!(deadline);
-    let result = tokio::select! {
-        r = &mut conn => r,
-        _ = &mut deadline => {
-            if seen.load(Ordering::SeqCst) {
-                // The request is in; the upstream dial has its own timeout.
-                conn.await
-            } else {
-                // Slowloris or a dead client: cut it, count it as 408.
-                shared.metrics.rejection(408);
-                debug!(%peer, "handshake timeout");
-                return;
+    if let Err((status, body)) = check_upgrade(&req) {
+        m.rejection(status.as_u16());
+        debug!(%peer, status = status.as_u16(), reason = body.trim_end(), "not a WebSocket upgrade");
+        return refuse(tcp, plain_response(status, body)).await;
+    }
+    let Some(permit) = permit else {
+        m.rejection(503);
+        debug!(%peer, status = 503, "over max_connections");
+        let r = plain_response(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
+        return refuse(tcp, r).await;
+    };
+    if shared.drain.is_draining() {
+        m.rejection(503);
+        debug!(%peer, status = 503, "draining");
+        let r = plain_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+        return refuse(tcp, r).await;
+    }
+    let headers = upstream::forward_headers(&req.headers, peer.ip());
+    let s = &shared.settings;
+    let dialed = match upstream::dial(
+        &s.upstream.url,
+        &req.path_and_query,
+        headers,
+        s.upstream.connect_timeout,
+        shared.limits,
+        shared.tls.as_ref(),
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            let status = e.client_status();
+            let path = req.path();
+            match e.reason() {
+                Some(reason) => {
+                    m.connect_failure(reason);
+                    warn!(upstream = %s.upstream.url, %peer, path, reason = reason.as_str(), status = status.as_u16(), error = %e, "upstream connect failed");
+                }
+                None => {
+                    m.rejection(status.as_u16());
+                    info!(upstream = %s.upstream.url, %peer, path, status = status.as_u16(), "upstream rejected handshake");
+                }
             }
+            return refuse(tcp, rejection_response(e, status)).await;
         }
     };
-    if let Err(e) = result {
-        if e.is_parse_too_large() {
-            shared.metrics.rejection(431);
-        } else if e.is_parse() {
-            shared.metrics.rejection(400);
-        }
-        debug!(%peer, error = %e, "client connection error");
+    let switching = switching_response(&req.key, dialed.protocol.as_ref());
+    if let Err(e) = tcp.write_all(&switching).await {
+        debug!(%peer, error = %e, "client gone before the 101");
+        return;
+    }
+    // Bytes read past the request head (a client may send its first frame
+    // right behind it) are the client leg's first input. Each leg lives on
+    // the heap, so moving it through the nested session futures copies a
+    // pointer, not the struct.
+    let client = Box::new(WsStream::new(
+        tcp,
+        Role::Server,
+        shared.limits,
+        &buf[head_len..],
+    ));
+    let upstream_ws = Box::new(dialed.ws);
+    let path = req.path().to_string();
+    let route = shared.route(&path);
+    drop((buf, req));
+    let info = SessionInfo {
+        client_addr: peer.to_string(),
+        path,
+    };
+    run_session(client, upstream_ws, route, info, &shared).await;
+    drop(permit);
+}
+
+/// A parsed request head, owned (nothing borrowed from the read buffer).
+struct ClientRequest {
+    method_get: bool,
+    http11: bool,
+    /// Origin-form path and query, also taken from an absolute-form target.
+    path_and_query: String,
+    headers: HeaderMap,
+    /// Sec-WebSocket-Key, if present (checked by `check_upgrade`).
+    key: Vec<u8>,
+}
+
+impl ClientRequest {
+    fn path(&self) -> &str {
+        let p = self.path_and_query.split('?').next().unwrap_or("/");
+        if p.is_empty() { "/" } else { p }
     }
 }
 
-fn respond(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+/// How reading a request head ended.
+enum Head {
+    /// A request and the length of its head in the buffer.
+    Complete(ClientRequest, usize),
+    /// Not a request we can take: the status and body to answer.
+    Refused(StatusCode, &'static str),
+}
+
+/// Most headers accepted in a request head; past it the client gets 431.
+const MAX_HEADERS: usize = 100;
+
+/// Read until `buf` holds a whole request head, parsing as bytes arrive so
+/// that garbage is refused at once rather than at the timeout.
+async fn read_head(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head> {
+    loop {
+        if buf.len() >= MAX_HEAD_BYTES {
+            return Ok(Head::Refused(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large\n",
+            ));
+        }
+        buf.reserve(1024);
+        if tcp.read_buf(buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Some(head) = parse_head(buf) {
+            return Ok(head);
+        }
+    }
+}
+
+/// Parse a request head: `None` while incomplete. The header array lives
+/// only in this call, so it never weighs on the connection's future.
+fn parse_head(buf: &[u8]) -> Option<Head> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return None,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Some(Head::Refused(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many headers\n",
+            ));
+        }
+        Err(_) => {
+            return Some(Head::Refused(
+                StatusCode::BAD_REQUEST,
+                "malformed HTTP request\n",
+            ));
+        }
+    };
+    let bad = |body| Some(Head::Refused(StatusCode::BAD_REQUEST, body));
+    // The same URI parser hyper uses: an absolute-form target
+    // (`GET ws://elsewhere/x`) gives its path only; the upstream is fixed.
+    let Ok(uri) = hyper::Uri::try_from(req.path.unwrap_or("/")) else {
+        return bad("malformed request target\n");
+    };
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut key = Vec::new();
+    for h in req.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return bad("malformed header\n");
+        };
+        if name == header::SEC_WEBSOCKET_KEY {
+            key = h.value.to_vec();
+        }
+        headers.append(name, value);
+    }
+    let request = ClientRequest {
+        method_get: req.method == Some("GET"),
+        http11: req.version == Some(1),
+        path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        headers,
+        key,
+    };
+    Some(Head::Complete(request, len))
+}
+
+/// Answer `response` and close, reading what the client still sends for a
+/// moment (a lingering close, as nginx does): closing with unread input
+/// would send a reset, and the client could lose the answer.
+async fn refuse(mut tcp: TcpStream, response: Vec<u8>) {
+    let answer = async {
+        tcp.write_all(&response).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while tcp.read(&mut sink).await? > 0 {}
+        io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(LINGER, answer).await;
+}
+
+/// How long a refused connection is read (and discarded) before it is closed.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A small response that ends the connection.
+fn response(status: StatusCode, content_type: Option<&[u8]>, extra: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(160 + body.len());
+    r.extend_from_slice(b"HTTP/1.1 ");
+    r.extend_from_slice(status.as_str().as_bytes());
+    r.push(b' ');
+    r.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    r.extend_from_slice(b"\r\nconnection: close\r\n");
+    if let Some(ct) = content_type {
+        r.extend_from_slice(b"content-type: ");
+        r.extend_from_slice(ct);
+        r.extend_from_slice(b"\r\n");
+    }
+    r.extend_from_slice(extra.as_bytes());
+    r.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    r.extend_from_slice(body);
+    r
+}
+
+fn plain_response(status: StatusCode, body: &'static str) -> Vec<u8> {
+    // A 426 names the version wspulse speaks (RFC 6455 §4.4).
+    let extra = if status == StatusCode::UPGRADE_REQUIRED {
+        "sec-websocket-version: 13\r\nupgrade: websocket\r\n"
+    } else {
+        ""
+    };
+    response(
+        status,
+        Some(b"text/plain; charset=utf-8"),
+        extra,
+        body.as_bytes(),
+    )
+}
+
+/// The 101 that completes the client's handshake.
+fn switching_response(key: &[u8], protocol: Option<&HeaderValue>) -> Vec<u8> {
+    let mut r = Vec::with_capacity(160);
+    r.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ",
     );
-    // One request per connection: hyper closes after a `Connection: close`
-    // response. (Its keep_alive(false) would also stamp that on the 101.)
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r.extend_from_slice(derive_accept_key(key).as_bytes());
+    r.extend_from_slice(b"\r\n");
+    if let Some(p) = protocol {
+        r.extend_from_slice(b"sec-websocket-protocol: ");
+        r.extend_from_slice(p.as_bytes());
+        r.extend_from_slice(b"\r\n");
+    }
+    r.extend_from_slice(b"\r\n");
     r
 }
 
 /// What is wrong with a request that should be a WebSocket upgrade.
-fn check_upgrade(req: &Request<Incoming>) -> Result<(), (StatusCode, &'static str)> {
-    let h = req.headers();
+fn check_upgrade(req: &ClientRequest) -> Result<(), (StatusCode, &'static str)> {
+    let h = &req.headers;
     let has_token = |name: header::HeaderName, token: &str| {
         h.get_all(name)
             .iter()
@@ -242,7 +448,7 @@ fn check_upgrade(req: &Request<Incoming>) -> Result<(), (StatusCode, &'static st
             "this is a WebSocket endpoint: Upgrade: websocket required\n",
         ));
     }
-    if req.method() != hyper::Method::GET || req.version() != hyper::Version::HTTP_11 {
+    if !req.method_get || !req.http11 {
         return Err((
             StatusCode::BAD_REQUEST,
             "WebSocket upgrade needs GET over HTTP/1.1\n",
@@ -260,151 +466,14 @@ fn check_upgrade(req: &Request<Incoming>) -> Result<(), (StatusCode, &'static st
             "Sec-WebSocket-Version: 13 required\n",
         ));
     }
-    match h.get(header::SEC_WEBSOCKET_KEY) {
-        // 16 random bytes, base64: 24 characters (RFC 6455 §4.1).
-        Some(k) if k.len() == 24 => Ok(()),
-        _ => Err((
+    // 16 random bytes, base64: 24 characters (RFC 6455 §4.1).
+    if req.key.len() != 24 || h.get_all(header::SEC_WEBSOCKET_KEY).iter().count() != 1 {
+        return Err((
             StatusCode::BAD_REQUEST,
             "missing or malformed Sec-WebSocket-Key\n",
-        )),
-    }
-}
-
-async fn handle(
-    mut req: Request<Incoming>,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    permit: Option<OwnedSemaphorePermit>,
-) -> Result<Response<Body>, Infallible> {
-    let m = &shared.metrics;
-    if let Err((status, body)) = check_upgrade(&req) {
-        m.rejection(status.as_u16());
-        debug!(%peer, status = status.as_u16(), reason = body.trim_end(), "not a WebSocket upgrade");
-        let mut r = respond(status, body);
-        if status == StatusCode::UPGRADE_REQUIRED {
-            r.headers_mut().insert(
-                header::SEC_WEBSOCKET_VERSION,
-                HeaderValue::from_static("13"),
-            );
-        }
-        return Ok(r);
-    }
-    let Some(permit) = permit else {
-        m.rejection(503);
-        debug!(%peer, status = 503, "over max_connections");
-        return Ok(respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many connections\n",
         ));
-    };
-    if shared.drain.is_draining() {
-        m.rejection(503);
-        debug!(%peer, status = 503, "draining");
-        return Ok(respond(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"));
     }
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let path = req.uri().path().to_string();
-    let headers = upstream::forward_headers(req.headers(), peer.ip());
-    let s = &shared.settings;
-    let dialed = match upstream::dial(
-        &s.upstream.url,
-        &path_and_query,
-        headers,
-        s.upstream.connect_timeout,
-        shared.limits,
-        shared.tls.as_ref(),
-    )
-    .await
-    {
-        Ok(d) => d,
-        Err(e) => {
-            let status = e.client_status();
-            match e.reason() {
-                Some(reason) => {
-                    m.connect_failure(reason);
-                    warn!(upstream = %s.upstream.url, %peer, path, reason = reason.as_str(), status = status.as_u16(), error = %e, "upstream connect failed");
-                }
-                None => {
-                    m.rejection(status.as_u16());
-                    info!(upstream = %s.upstream.url, %peer, path, status = status.as_u16(), "upstream rejected handshake");
-                }
-            }
-            return Ok(rejection_response(e, status));
-        }
-    };
-    let accept = match req.headers().get(header::SEC_WEBSOCKET_KEY) {
-        Some(k) => derive_accept_key(k.as_bytes()),
-        None => {
-            return Ok(respond(
-                StatusCode::BAD_REQUEST,
-                "missing Sec-WebSocket-Key\n",
-            ));
-        }
-    };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    // Each leg lives on the heap, so moving it through the nested session
-    // futures copies a pointer, not the struct, and an idle session does
-    // not carry several stale copies.
-    let upstream_ws = Box::new(dialed.ws);
-    let route = shared.route(&path);
-    let info = SessionInfo {
-        client_addr: peer.to_string(),
-        path,
-    };
-    let shared2 = shared.clone();
-    shared.tracker.spawn(async move {
-        let _permit = permit;
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                debug!(%peer, error = %e, "client upgrade failed after 101");
-                return;
-            }
-        };
-        // Take the TCP stream back from hyper: the relay then reads and writes
-        // it directly instead of through hyper's boxed, rewinding wrapper.
-        // Bytes hyper read past the request head (a client may send its
-        // first frame right behind it) are the leg's first input.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let hyper::upgrade::Parts { io, read_buf, .. } = parts;
-                let client = Box::new(WsStream::new(
-                    io.into_inner(),
-                    Role::Server,
-                    shared2.limits,
-                    &read_buf,
-                ));
-                // Free hyper's read buffer now, not when the session ends.
-                drop(read_buf);
-                run_session(client, upstream_ws, route, info, &shared2).await;
-            }
-            Err(upgraded) => {
-                let client = Box::new(WsStream::new(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    shared2.limits,
-                    &[],
-                ));
-                run_session(client, upstream_ws, route, info, &shared2).await;
-            }
-        }
-    });
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-    }
-    if let Some(p) = dialed.protocol {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
-    }
-    Ok(r)
+    Ok(())
 }
 
 async fn run_session<C: crate::session::Ws, U: crate::session::Ws>(
@@ -440,7 +509,7 @@ async fn run_session<C: crate::session::Ws, U: crate::session::Ws>(
 
 /// The client's copy of an upstream failure: the upstream's own status and
 /// small body for a rejection, 502/504 otherwise.
-fn rejection_response(e: upstream::UpstreamError, status: StatusCode) -> Response<Body> {
+fn rejection_response(e: upstream::UpstreamError, status: StatusCode) -> Vec<u8> {
     match e {
         upstream::UpstreamError::Rejected { headers, body, .. } => {
             let body = if body.len() <= 64 * 1024 {
@@ -448,23 +517,60 @@ fn rejection_response(e: upstream::UpstreamError, status: StatusCode) -> Respons
             } else {
                 Vec::new()
             };
-            let mut r = Response::new(Full::new(Bytes::from(body)));
-            *r.status_mut() = status;
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-                r.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
-            }
-            r
+            let ct = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+            response(status, ct, "", &body)
         }
-        upstream::UpstreamError::Timeout(_) => respond(status, "upstream did not answer in time\n"),
-        _ => respond(status, "upstream unavailable\n"),
+        upstream::UpstreamError::Timeout(_) => {
+            plain_response(status, "upstream did not answer in time\n")
+        }
+        _ => plain_response(status, "upstream unavailable\n"),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_matches;
+    use super::{Head, prefix_matches};
+
+    fn parsed(raw: &[u8]) -> Option<Head> {
+        super::parse_head(raw)
+    }
+
+    #[test]
+    fn request_heads() {
+        use super::{Head, StatusCode};
+        let upgrade = b"GET ws://elsewhere.example/a/b?x=1 HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: k\r\n\r\nFRAME";
+        match parsed(upgrade) {
+            Some(Head::Complete(req, len)) => {
+                assert_eq!(
+                    req.path_and_query, "/a/b?x=1",
+                    "absolute form gives its path only"
+                );
+                assert_eq!(req.path(), "/a/b");
+                assert_eq!(&upgrade[len..], b"FRAME");
+                assert_eq!(
+                    (req.method_get, req.http11, req.key.as_slice()),
+                    (true, true, &b"k"[..])
+                );
+            }
+            _ => panic!("not parsed"),
+        }
+        assert!(
+            parsed(b"GET / HTTP/1.1\r\nHost: h\r\n").is_none(),
+            "incomplete"
+        );
+        let refused = |raw: &[u8]| match parsed(raw) {
+            Some(Head::Refused(status, _)) => status,
+            _ => panic!("not refused: {}", String::from_utf8_lossy(raw)),
+        };
+        assert_eq!(refused(b"\x16\x03\x01\x00"), StatusCode::BAD_REQUEST);
+        assert_eq!(refused(b"PRI * HTTP/2.0\r\n\r\n"), StatusCode::BAD_REQUEST);
+        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+        let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(
+            refused(raw.as_bytes()),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+    }
 
     #[test]
     fn prefixes_match_whole_segments() {

@@ -16,10 +16,13 @@ use crate::metrics::{SessionInfo, SessionStats};
 /// One ended session, as `/closures` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClosureRecord {
-    /// Start, RFC 3339 UTC.
-    pub start: String,
-    /// End, RFC 3339 UTC.
-    pub end: String,
+    /// Start; shown as RFC 3339 UTC. Formatted only when `/closures` is
+    /// read: every session ends with a record, few records are ever read.
+    #[serde(serialize_with = "serialize_rfc3339")]
+    pub start: SystemTime,
+    /// End; shown as RFC 3339 UTC.
+    #[serde(serialize_with = "serialize_rfc3339")]
+    pub end: SystemTime,
     /// Lifetime in seconds.
     pub duration_s: f64,
     /// Close code (as in the `code` label).
@@ -69,8 +72,8 @@ impl ClosureRecord {
     ) -> ClosureRecord {
         let end = started + std::time::Duration::from_secs_f64(duration_s.max(0.0));
         ClosureRecord {
-            start: rfc3339(started),
-            end: rfc3339(end),
+            start: started,
+            end,
             duration_s,
             code: closure.code,
             reason,
@@ -175,6 +178,10 @@ impl RecentClosures {
             .cloned()
             .collect()
     }
+}
+
+fn serialize_rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
 }
 
 /// RFC 3339 UTC with milliseconds, without a date crate (civil-from-days,

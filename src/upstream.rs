@@ -215,20 +215,30 @@ fn upgrade_request(
     headers: &HeaderMap,
     key: &str,
 ) -> Vec<u8> {
-    let uri = url.request_uri(path_and_query);
-    // request_uri gives "ws://host:port/path?q"; the request line wants the path.
-    let path = uri
-        .splitn(4, '/')
-        .nth(3)
-        .map_or_else(|| "/".to_string(), |p| format!("/{p}"));
+    // Written piece by piece: this runs once per session, and formatting
+    // the URI first and cutting the path back out cost more than the rest.
     let mut out = Vec::with_capacity(256 + headers.len() * 64);
+    out.extend_from_slice(b"GET ");
+    out.extend_from_slice(url.base_path.as_bytes());
+    if !path_and_query.starts_with('/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    if url.host.contains(':') {
+        out.push(b'[');
+        out.extend_from_slice(url.host.as_bytes());
+        out.push(b']');
+    } else {
+        out.extend_from_slice(url.host.as_bytes());
+    }
+    out.push(b':');
+    out.extend_from_slice(url.port.to_string().as_bytes());
     out.extend_from_slice(
-        format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", url.authority()).as_bytes(),
+        b"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
     );
-    out.extend_from_slice(
-        b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
-    );
-    out.extend_from_slice(format!("Sec-WebSocket-Key: {key}\r\n").as_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -488,6 +498,28 @@ pub fn forward_headers(client: &HeaderMap, client_ip: std::net::IpAddr) -> Heade
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upgrade_request_line_and_host() {
+        let line = |url: &str, pq: &str| {
+            let u: UpstreamUrl = url.parse().expect("valid");
+            let req = upgrade_request(&u, pq, &HeaderMap::new(), "k");
+            let text = String::from_utf8(req).expect("ASCII");
+            text.lines().take(2).collect::<Vec<_>>().join(" | ")
+        };
+        assert_eq!(
+            line("wss://example.com/api/", "/chat?x=1"),
+            "GET /api/chat?x=1 HTTP/1.1 | Host: example.com:443"
+        );
+        assert_eq!(
+            line("ws://[::1]:9000", ""),
+            "GET / HTTP/1.1 | Host: [::1]:9000"
+        );
+        assert_eq!(
+            line("ws://h:1/base", "q"),
+            "GET /base/q HTTP/1.1 | Host: h:1"
+        );
+    }
 
     #[test]
     fn forwards_end_to_end_and_drops_hop_by_hop() {

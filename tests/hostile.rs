@@ -535,7 +535,7 @@ async fn answer(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
 }
 
 /// A request head over the 16 KiB limit (one 64 KiB header line, one
-/// 1 MiB header line, 200 headers, a 20 KiB URI) gets 431 from hyper and
+/// 1 MiB header line, 200 headers, a 20 KiB URI) gets 431 and
 /// is counted status="431"; the proxy carries on.
 #[tokio::test]
 async fn oversized_request_heads_get_431() {
@@ -575,8 +575,7 @@ async fn oversized_request_heads_get_431() {
 /// Bytes that are not HTTP (a TLS ClientHello on the plain port, binary
 /// garbage, a malformed header name) get 400 and are counted; HTTP/1.0 and
 /// a POST with a body get 426 (no Upgrade header). An HTTP/2 preface gets
-/// no answer at all (hyper's HTTP/1 server drops it) but is still counted
-/// as 400. Nothing here opens a session.
+/// 400 too (the listener speaks HTTP/1.1 only). Nothing here opens a session.
 #[tokio::test]
 async fn non_http_bytes_are_refused_and_counted() {
     let (_echo, proxy) = echo_and_proxy().await;
@@ -601,7 +600,7 @@ async fn non_http_bytes_are_refused_and_counted() {
         (
             "HTTP/2 preface",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
-            0,
+            400,
         ),
     ];
     for (name, req, want) in &cases {
@@ -1242,7 +1241,7 @@ async fn every_refusal_is_logged() {
     logs.expect(&["DEBUG", "400"]);
     let head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
     assert_eq!(answer(proxy.addr, head.as_bytes()).await.0, 431);
-    logs.expect(&["DEBUG", "client connection error", "too large"]);
+    logs.expect(&["DEBUG", "status=431", "too large"]);
     assert_eq!(answer(proxy.addr, b"GET / HTTP/1.1\r\n").await.0, 0);
     logs.expect(&["DEBUG", "handshake timeout"]);
 

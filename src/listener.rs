@@ -149,7 +149,38 @@ pub(crate) async fn accept_loop(
     }
 }
 
-async fn serve_connection(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// One client connection: the handshake, then the session. The handshake's
+/// state (request, upstream dial, buffers) lives in its own heap allocation,
+/// freed when it ends: a task's memory is sized for its largest state, and
+/// an idle session should not pay for the handshake it finished long ago.
+async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let Some(accepted) = Box::pin(handshake(tcp, peer, &shared)).await else {
+        return;
+    };
+    let Accepted {
+        client,
+        upstream,
+        route,
+        info,
+        permit,
+    } = accepted;
+    run_session(client, upstream, route, info, &shared).await;
+    drop(permit);
+}
+
+/// A client whose upgrade succeeded: both legs, ready to relay.
+struct Accepted {
+    client: Box<WsStream<TcpStream>>,
+    upstream: Box<WsStream<upstream::UpstreamStream>>,
+    route: RouteId,
+    info: SessionInfo,
+    /// The `max_connections` slot, held until the session ends.
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Read the client's request, dial the upstream and answer 101, or answer
+/// the refusal and close (`None`).
+async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Accepted> {
     let _ = tcp.set_nodelay(true);
     let permit = shared.sessions.clone().try_acquire_owned().ok();
     // Over the limit: answer 503 while few are waiting, else drop the TCP.
@@ -159,7 +190,7 @@ async fn serve_connection(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shar
             Err(_) => {
                 shared.metrics.rejection(503);
                 debug!(%peer, status = 503, "over max_connections, dropped unanswered");
-                return;
+                return None;
             }
         }
     } else {
@@ -177,36 +208,40 @@ async fn serve_connection(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shar
         Ok(Ok(Head::Refused(status, body))) => {
             m.rejection(status.as_u16());
             debug!(%peer, status = status.as_u16(), reason = body.trim_end(), "bad request head");
-            return refuse(tcp, plain_response(status, body)).await;
+            refuse(tcp, plain_response(status, body)).await;
+            return None;
         }
         // The client left before its request was complete: nobody to answer.
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "client left during the handshake");
-            return;
+            return None;
         }
         Err(_) => {
             // Slowloris or a dead client: cut it, count it as 408.
             m.rejection(408);
             debug!(%peer, status = 408, "handshake timeout");
-            return;
+            return None;
         }
     };
     if let Err((status, body)) = check_upgrade(&req) {
         m.rejection(status.as_u16());
         debug!(%peer, status = status.as_u16(), reason = body.trim_end(), "not a WebSocket upgrade");
-        return refuse(tcp, plain_response(status, body)).await;
+        refuse(tcp, plain_response(status, body)).await;
+        return None;
     }
     let Some(permit) = permit else {
         m.rejection(503);
         debug!(%peer, status = 503, "over max_connections");
         let r = plain_response(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
-        return refuse(tcp, r).await;
+        refuse(tcp, r).await;
+        return None;
     };
     if shared.drain.is_draining() {
         m.rejection(503);
         debug!(%peer, status = 503, "draining");
         let r = plain_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
-        return refuse(tcp, r).await;
+        refuse(tcp, r).await;
+        return None;
     }
     let headers = upstream::forward_headers(&req.headers, peer.ip());
     let s = &shared.settings;
@@ -234,13 +269,14 @@ async fn serve_connection(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shar
                     info!(upstream = %s.upstream.url, %peer, path, status = status.as_u16(), "upstream rejected handshake");
                 }
             }
-            return refuse(tcp, rejection_response(e, status)).await;
+            refuse(tcp, rejection_response(e, status)).await;
+            return None;
         }
     };
     let switching = switching_response(&req.key, dialed.protocol.as_ref());
     if let Err(e) = tcp.write_all(&switching).await {
         debug!(%peer, error = %e, "client gone before the 101");
-        return;
+        return None;
     }
     // Bytes read past the request head (a client may send its first frame
     // right behind it) are the client leg's first input. Each leg lives on
@@ -252,16 +288,17 @@ async fn serve_connection(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<Shar
         shared.limits,
         &buf[head_len..],
     ));
-    let upstream_ws = Box::new(dialed.ws);
     let path = req.path().to_string();
-    let route = shared.route(&path);
-    drop((buf, req));
-    let info = SessionInfo {
-        client_addr: peer.to_string(),
-        path,
-    };
-    run_session(client, upstream_ws, route, info, &shared).await;
-    drop(permit);
+    Some(Accepted {
+        client,
+        upstream: Box::new(dialed.ws),
+        route: shared.route(&path),
+        info: SessionInfo {
+            client_addr: peer.to_string(),
+            path,
+        },
+        permit,
+    })
 }
 
 /// A parsed request head, owned (nothing borrowed from the read buffer).

@@ -76,6 +76,16 @@ enum Cmd {
         #[arg(long, default_value_t = 60.0)]
         max_wait: f64,
     },
+    /// Of several rounds of one phase (result files), write the one whose KEY is the
+    /// median to OUT, with every round's KEY added under "rounds". Always exits 0 when
+    /// at least one file holds KEY.
+    Median {
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        out: PathBuf,
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -267,11 +277,36 @@ fn main() {
                 threshold,
                 max_wait,
             } => quiet(threshold, max_wait).await,
+            Cmd::Median { key, out, files } => median(&key, &out, &files),
         }
     });
     // Session tasks that are still stuck (all bounded anyway) must not delay the exit.
     rt.shutdown_timeout(Duration::from_millis(500));
     std::process::exit(code);
+}
+
+/// The median round of one phase: the whole result of that round (so the figures of a
+/// row come from one real run), plus the KEY of every round. With an even count, the
+/// lower middle. Rounds without KEY (a failed phase) are left out.
+fn median(key: &str, out: &Path, files: &[PathBuf]) -> i32 {
+    let mut rounds: Vec<(f64, Value)> = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
+        .filter_map(|v| Some((v.get(key)?.as_f64()?, v)))
+        .filter(|(x, _)| x.is_finite())
+        .collect();
+    if rounds.is_empty() {
+        eprintln!("wsbench median: no round holds {key}");
+        return 1;
+    }
+    let all: Vec<f64> = rounds.iter().map(|(x, _)| *x).collect();
+    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut picked = rounds.swap_remove((rounds.len() - 1) / 2).1;
+    if let Some(obj) = picked.as_object_mut() {
+        obj.insert("rounds".into(), json!({ "key": key, "values": all }));
+    }
+    emit(picked, Some(out))
 }
 
 fn emit(v: Value, out: Option<&Path>) -> i32 {

@@ -223,7 +223,7 @@ pub fn code_allowed_on_wire(code: u16) -> bool {
 /// Map a tungstenite read/write error on `side` to the event it means.
 ///
 /// By variant and `io::ErrorKind` only. An EOF without a Close frame is
-/// reported by tungstenite as `ResetWithoutClosingHandshake`.
+/// reported (by `ws::WsStream`, as by tungstenite) as `ResetWithoutClosingHandshake`.
 pub fn event_of_error(side: Side, err: &tungstenite::Error) -> TerminalEvent {
     use tungstenite::Error as W;
     use tungstenite::error::ProtocolError as P;

@@ -14,8 +14,9 @@
 //! recorded in the [`SessionGuard`], and then one closing phase sends the
 //! other leg its Close and waits (bounded) for the closing handshakes.
 //!
-//! The relay is generic over `Stream + Sink` of tungstenite messages, so it
-//! runs on real sockets in production and on anything else in tests.
+//! The relay is generic over `Stream + Sink` of tungstenite's message type,
+//! so it runs on [`crate::ws::WsStream`] legs in production and on anything
+//! else in tests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -73,7 +74,7 @@ enum LegState {
     /// Relaying.
     Open,
     /// A Close went one way or the other: read (discarding data) until the
-    /// peer's reply or the end of the stream. tungstenite writes the echo of
+    /// peer's reply or the end of the stream. The leg (`ws::WsStream`) writes the echo of
     /// a peer-initiated Close by itself while we read.
     Closing,
     /// The leg failed on input (protocol error, too big): its stream is
@@ -347,7 +348,7 @@ impl<C: Ws, U: Ws> Session<C, U> {
                 self.count(dir, b.len());
                 true
             }
-            // Pings are answered hop by hop: tungstenite queued the Pong on
+            // Pings are answered hop by hop: the leg queued the Pong on
             // this leg; mark it dirty so the Pong is flushed even if we
             // do not read this leg again soon. Not relayed: the far peer's
             // stack would answer too, and the pinger would get two Pongs.
@@ -625,7 +626,7 @@ fn poll_closing<S: Ws>(leg: &mut Leg<S>, cx: &mut Context<'_>) -> bool {
                 // Data after a Close is discarded; the Close reply (or the
                 // end of the stream after it) finishes the leg.
                 Poll::Ready(Some(Ok(Message::Close(_)))) => {
-                    // tungstenite may still have the echo to flush (peer-initiated)
+                    // The leg may still have the echo to flush (peer-initiated)
                     // or the server's FIN to wait for; keep reading to the end.
                     leg.dirty = true;
                     true

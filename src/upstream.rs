@@ -391,6 +391,20 @@ fn verify_upgrade(
     Ok(Some(chosen.clone()))
 }
 
+/// Connect one address: no Nagle (frames are written whole and flushed
+/// once per burst, Nagle would only add latency), and the handshake's last
+/// ACK carried by our upgrade request (see [`crate::listener::piggyback_acks`]).
+async fn dial_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    let _ = socket.set_nodelay(true);
+    crate::listener::piggyback_acks(&socket);
+    socket.connect(addr).await
+}
+
 /// Resolve and connect, trying each address in turn.
 async fn connect(host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
@@ -403,13 +417,8 @@ async fn connect(host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     let mut last_addr = format!("{host}:{port}");
     for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(tcp) => {
-                // Frames are written whole and flushed once per burst;
-                // Nagle would only add latency.
-                let _ = tcp.set_nodelay(true);
-                return Ok(tcp);
-            }
+        match dial_tcp(addr).await {
+            Ok(tcp) => return Ok(tcp),
             Err(e) => {
                 last = e;
                 last_addr = addr.to_string();

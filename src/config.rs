@@ -262,23 +262,45 @@ impl FromStr for LogFormat {
 impl UpstreamUrl {
     /// `host:port`, IPv6 hosts bracketed: what to dial.
     pub fn authority(&self) -> String {
-        format!("{}:{}", bracketed(&self.host), self.port)
+        let mut out = Vec::with_capacity(self.host.len() + 8);
+        self.write_authority(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// The URI to dial for a client request: scheme, host, port, base path,
     /// then the client's path and query (`"/"` when empty).
     pub fn request_uri(&self, client_path_and_query: &str) -> String {
-        let sep = if client_path_and_query.starts_with('/') {
-            ""
-        } else {
-            "/"
-        };
-        format!(
-            "{}://{}{}{sep}{client_path_and_query}",
-            self.scheme(),
-            self.authority(),
-            self.base_path
-        )
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(self.scheme().as_bytes());
+        out.extend_from_slice(b"://");
+        self.write_authority(&mut out);
+        self.write_target(client_path_and_query, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Append [`Self::authority`] to `out` (the upgrade request's Host;
+    /// written in place because it is built once per session).
+    pub fn write_authority(&self, out: &mut Vec<u8>) {
+        let v6 = self.host.contains(':');
+        if v6 {
+            out.push(b'[');
+        }
+        out.extend_from_slice(self.host.as_bytes());
+        if v6 {
+            out.push(b']');
+        }
+        out.push(b':');
+        out.extend_from_slice(self.port.to_string().as_bytes());
+    }
+
+    /// Append the request target: the base path, then the client's path
+    /// and query (`"/"` when empty).
+    pub fn write_target(&self, client_path_and_query: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.base_path.as_bytes());
+        if !client_path_and_query.starts_with('/') {
+            out.push(b'/');
+        }
+        out.extend_from_slice(client_path_and_query.as_bytes());
     }
 
     fn scheme(&self) -> &'static str {

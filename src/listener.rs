@@ -293,7 +293,7 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
             return None;
         }
     };
-    let switching = switching_response(&req.key, dialed.protocol.as_ref());
+    let switching = switching_response(req.key(), dialed.protocol.as_ref());
     if let Err(e) = tcp.write_all(&switching).await {
         debug!(%peer, error = %e, "client gone before the 101");
         return None;
@@ -328,14 +328,19 @@ struct ClientRequest {
     /// Origin-form path and query, also taken from an absolute-form target.
     path_and_query: String,
     headers: HeaderMap,
-    /// Sec-WebSocket-Key, if present (checked by `check_upgrade`).
-    key: Vec<u8>,
 }
 
 impl ClientRequest {
     fn path(&self) -> &str {
         let p = self.path_and_query.split('?').next().unwrap_or("/");
         if p.is_empty() { "/" } else { p }
+    }
+
+    /// Sec-WebSocket-Key, empty when absent (checked by `check_upgrade`).
+    fn key(&self) -> &[u8] {
+        self.headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .map_or(&[], |v| v.as_bytes())
     }
 }
 
@@ -398,7 +403,6 @@ fn parse_head(buf: &[u8]) -> Option<Head> {
         return bad("malformed request target\n");
     };
     let mut headers = HeaderMap::with_capacity(req.headers.len());
-    let mut key = Vec::new();
     for h in req.headers.iter() {
         let (Ok(name), Ok(value)) = (
             header::HeaderName::from_bytes(h.name.as_bytes()),
@@ -406,9 +410,6 @@ fn parse_head(buf: &[u8]) -> Option<Head> {
         ) else {
             return bad("malformed header\n");
         };
-        if name == header::SEC_WEBSOCKET_KEY {
-            key = h.value.to_vec();
-        }
         headers.append(name, value);
     }
     let request = ClientRequest {
@@ -416,7 +417,6 @@ fn parse_head(buf: &[u8]) -> Option<Head> {
         http11: req.version == Some(1),
         path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
         headers,
-        key,
     };
     Some(Head::Complete(request, len))
 }
@@ -492,13 +492,7 @@ fn switching_response(key: &[u8], protocol: Option<&HeaderValue>) -> Vec<u8> {
 /// What is wrong with a request that should be a WebSocket upgrade.
 fn check_upgrade(req: &ClientRequest) -> Result<(), (StatusCode, &'static str)> {
     let h = &req.headers;
-    let has_token = |name: header::HeaderName, token: &str| {
-        h.get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+    let has_token = |name, token| upstream::has_token(h, name, token);
     if !h.contains_key(header::UPGRADE) {
         return Err((
             StatusCode::UPGRADE_REQUIRED,
@@ -524,7 +518,7 @@ fn check_upgrade(req: &ClientRequest) -> Result<(), (StatusCode, &'static str)> 
         ));
     }
     // 16 random bytes, base64: 24 characters (RFC 6455 §4.1).
-    if req.key.len() != 24 || h.get_all(header::SEC_WEBSOCKET_KEY).iter().count() != 1 {
+    if req.key().len() != 24 || h.get_all(header::SEC_WEBSOCKET_KEY).iter().count() != 1 {
         return Err((
             StatusCode::BAD_REQUEST,
             "missing or malformed Sec-WebSocket-Key\n",
@@ -605,7 +599,7 @@ mod tests {
                 assert_eq!(req.path(), "/a/b");
                 assert_eq!(&upgrade[len..], b"FRAME");
                 assert_eq!(
-                    (req.method_get, req.http11, req.key.as_slice()),
+                    (req.method_get, req.http11, req.key()),
                     (true, true, &b"k"[..])
                 );
             }

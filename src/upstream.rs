@@ -219,21 +219,9 @@ fn upgrade_request(
     // the URI first and cutting the path back out cost more than the rest.
     let mut out = Vec::with_capacity(256 + headers.len() * 64);
     out.extend_from_slice(b"GET ");
-    out.extend_from_slice(url.base_path.as_bytes());
-    if !path_and_query.starts_with('/') {
-        out.push(b'/');
-    }
-    out.extend_from_slice(path_and_query.as_bytes());
+    url.write_target(path_and_query, &mut out);
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    if url.host.contains(':') {
-        out.push(b'[');
-        out.extend_from_slice(url.host.as_bytes());
-        out.push(b']');
-    } else {
-        out.extend_from_slice(url.host.as_bytes());
-    }
-    out.push(b':');
-    out.extend_from_slice(url.port.to_string().as_bytes());
+    url.write_authority(&mut out);
     out.extend_from_slice(
         b"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ",
     );
@@ -342,6 +330,17 @@ async fn read_small_body<S: AsyncRead + Unpin>(
     body.truncate(want);
 }
 
+/// Whether a comma-separated header (`Connection`, `Upgrade`) lists
+/// `token`, in any of its lines, case-insensitively.
+pub(crate) fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
 /// Check a 101 answer (RFC 6455 §4.1): upgrade headers, the accept key, and
 /// that any subprotocol is one the client offered. No subprotocol is fine
 /// even when some were offered: the server may decline them all (tungstenite
@@ -351,13 +350,7 @@ fn verify_upgrade(
     key: &str,
     sent: &HeaderMap,
 ) -> Result<Option<HeaderValue>, UpstreamError> {
-    let has_token = |name: header::HeaderName, token: &str| {
-        resp.get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+    let has_token = |name, token| has_token(resp, name, token);
     if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
         return Err(UpstreamError::Protocol(
             "101 without Upgrade: websocket / Connection: Upgrade".into(),

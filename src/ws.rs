@@ -266,13 +266,17 @@ impl Partial {
     }
 
     fn complete(self) -> Result<Message, Error> {
-        let data = self.data.freeze();
-        Ok(if self.text {
-            Message::Text(Utf8Bytes::try_from(data)?)
-        } else {
-            Message::Binary(data)
-        })
+        data_message(self.text, self.data.freeze())
     }
+}
+
+/// A whole Text (UTF-8 checked) or Binary message.
+fn data_message(text: bool, data: Bytes) -> Result<Message, Error> {
+    Ok(if text {
+        Message::Text(Utf8Bytes::try_from(data)?)
+    } else {
+        Message::Binary(data)
+    })
 }
 
 /// One leg's WebSocket connection over `S`: a [`Stream`] of received
@@ -360,6 +364,14 @@ impl<S> WsStream<S> {
         if w.len() >= WRITE_HIGH {
             self.ready = false;
         }
+    }
+
+    /// Send our Close: the peer's reply is awaited from now on, and no
+    /// Pong is owed any more.
+    fn begin_close(&mut self, frame: Option<&CloseFrame>) {
+        self.state = State::ClosedByUs;
+        self.pong = None;
+        self.queue_close(frame);
     }
 
     fn queue_close(&mut self, frame: Option<&CloseFrame>) {
@@ -460,12 +472,7 @@ impl<S> WsStream<S> {
                     if payload.len() > max {
                         return Err(too_long(payload.len() as u64, max));
                     }
-                    let data = payload.freeze();
-                    return Ok(Some(if text {
-                        Message::Text(Utf8Bytes::try_from(data)?)
-                    } else {
-                        Message::Binary(data)
-                    }));
+                    return data_message(text, payload.freeze()).map(Some);
                 }
                 let mut p = Partial {
                     text,
@@ -685,11 +692,7 @@ impl<S: Transport> Sink<Message> for WsStream<S> {
             Message::Binary(b) => this.queue(true, BINARY, &b),
             Message::Ping(p) => this.queue(true, PING, &p),
             Message::Pong(p) => this.queue(true, PONG, &p),
-            Message::Close(frame) => {
-                this.state = State::ClosedByUs;
-                this.pong = None;
-                this.queue_close(frame.as_ref());
-            }
+            Message::Close(frame) => this.begin_close(frame.as_ref()),
             Message::Frame(f) => {
                 let h = f.header();
                 this.queue(h.is_final, u8::from(h.opcode), f.payload());
@@ -708,9 +711,7 @@ impl<S: Transport> Sink<Message> for WsStream<S> {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         let this = self.get_mut();
         if this.state == State::Active {
-            this.state = State::ClosedByUs;
-            this.pong = None;
-            this.queue(true, CLOSE, &[]);
+            this.begin_close(None);
         }
         match ready!(this.poll_write_out(cx)) {
             Err(Error::ConnectionClosed) => Poll::Ready(Ok(())),

@@ -464,3 +464,151 @@ async fn admin_endpoints_answer() {
     assert!(text.contains("# TYPE wspulse_connections_closed_total counter"));
     proxy.finish().await;
 }
+
+/// Messages for the backpressure tests: 1,024 of 64 KiB (64 MiB), each
+/// stamped with its index so loss, duplication and reordering all show.
+const FLOOD_COUNT: u64 = 1024;
+const FLOOD_SIZE: usize = 64 * 1024;
+
+fn normal_close() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Normal,
+        reason: "done".into(),
+    }
+}
+
+fn flood_message(i: u64) -> Message {
+    let mut body = vec![i as u8; FLOOD_SIZE];
+    body[..8].copy_from_slice(&i.to_le_bytes());
+    Message::binary(body)
+}
+
+/// Read the whole flood from `rx`: every message whole, in order.
+async fn expect_flood<S>(rx: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    for i in 0..FLOOD_COUNT {
+        let msg = tokio::time::timeout(LIMIT, rx.next())
+            .await
+            .unwrap_or_else(|_| panic!("message {i} did not arrive in time"))
+            .unwrap_or_else(|| panic!("stream ended before message {i}"))
+            .unwrap();
+        assert!(
+            msg == flood_message(i),
+            "message {i} arrived altered or out of order"
+        );
+    }
+}
+
+/// A socket whose receive buffer stays small: a peer that reads nothing
+/// then holds little in its kernel, and the stall reaches the proxy.
+fn small_buffered_socket() -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket
+}
+
+/// How long a sender is given to (wrongly) push the whole flood past a
+/// peer that reads nothing. The kernel buffers on the way hold a few MiB
+/// and the proxy holds one message per leg, so 64 MiB cannot get through;
+/// were the proxy to buffer without bound, it would within this window.
+const STALL_WINDOW: Duration = Duration::from_secs(1);
+
+/// A client that stops reading stops the proxy reading the upstream (the
+/// proxy's memory stays bounded), and once it reads again the relay
+/// resumes: all 64 MiB arrive whole and in order.
+#[tokio::test]
+async fn slow_client_backpressures_the_upstream_and_loses_nothing() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_url = format!("ws://{}", listener.local_addr().unwrap());
+    let flooder = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        for i in 0..FLOOD_COUNT {
+            ws.send(flood_message(i)).await.unwrap();
+        }
+        ws
+    });
+    let proxy = start_proxy(settings(&upstream_url)).await;
+    let tcp = small_buffered_socket().connect(proxy.addr).await.unwrap();
+    let (mut client, _) = tokio_tungstenite::client_async(proxy.url("/flood"), tcp)
+        .await
+        .unwrap();
+
+    let mut flooder = flooder;
+    assert!(
+        tokio::time::timeout(STALL_WINDOW, &mut flooder)
+            .await
+            .is_err(),
+        "the upstream sent 64 MiB to a client that reads nothing: the proxy buffered it"
+    );
+    expect_flood(&mut client).await;
+    let mut upstream = tokio::time::timeout(LIMIT, flooder).await.unwrap().unwrap();
+    upstream.close(Some(normal_close())).await.unwrap();
+    // The client gets the upstream's Close (tungstenite answers it as it reads).
+    let msg = tokio::time::timeout(LIMIT, client.next()).await.unwrap();
+    assert!(matches!(msg, Some(Ok(Message::Close(Some(_))))), "{msg:?}");
+    proxy.wait_ended(1).await;
+    let text = proxy.scrape().await;
+    assert_eq!(
+        metric(
+            &text,
+            "wspulse_messages_total",
+            &[("direction", "upstream_to_client")]
+        ),
+        FLOOD_COUNT as f64
+    );
+    proxy.finish().await;
+}
+
+/// The same the other way: an upstream that stops reading stops the proxy
+/// reading the client, and nothing is lost when it reads again.
+#[tokio::test]
+async fn slow_upstream_backpressures_the_client_and_loses_nothing() {
+    let socket = small_buffered_socket();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let upstream_url = format!("ws://{}", listener.local_addr().unwrap());
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        // Read nothing until the test says so.
+        go_rx.await.unwrap();
+        expect_flood(&mut ws).await;
+        ws
+    });
+    let proxy = start_proxy(settings(&upstream_url)).await;
+    let client = proxy.connect("/flood").await;
+    let (mut tx, rx) = client.split();
+    let mut sender = tokio::spawn(async move {
+        for i in 0..FLOOD_COUNT {
+            tx.send(flood_message(i)).await.unwrap();
+        }
+        tx
+    });
+    assert!(
+        tokio::time::timeout(STALL_WINDOW, &mut sender)
+            .await
+            .is_err(),
+        "the client sent 64 MiB to an upstream that reads nothing: the proxy buffered it"
+    );
+    go_tx.send(()).unwrap();
+    let mut upstream = tokio::time::timeout(LIMIT, reader).await.unwrap().unwrap();
+    let tx = tokio::time::timeout(LIMIT, sender).await.unwrap().unwrap();
+    upstream.close(Some(normal_close())).await.unwrap();
+    let mut client = tx.reunite(rx).unwrap();
+    assert_eq!(expect_close(&mut client).await.0, 1000);
+    proxy.wait_ended(1).await;
+    let text = proxy.scrape().await;
+    assert_eq!(
+        metric(
+            &text,
+            "wspulse_messages_total",
+            &[("direction", "client_to_upstream")]
+        ),
+        FLOOD_COUNT as f64
+    );
+    proxy.finish().await;
+}

@@ -42,14 +42,12 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{
     Error, Message, Utf8Bytes,
     error::{CapacityError, ProtocolError},
 };
-use tokio_util::either::Either;
 use tokio_util::io::poll_read_buf;
 
 use crate::closure::code_allowed_on_wire;
@@ -96,40 +94,6 @@ fn give_buf(mut buf: BytesMut) {
         }
     });
 }
-
-/// A byte stream a leg runs over.
-///
-/// `poll_read_ready` lets a leg wait for bytes before it borrows a read
-/// buffer from the pool: a session polls both legs on every wake-up, and
-/// most of those polls find nothing to read. Taking a buffer, getting
-/// `Pending` and giving it back cost about as much as parsing a frame.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin {
-    /// Ready when a read may make progress. The default, always ready,
-    /// suits streams that may hold bytes already read (TLS, in-memory).
-    fn poll_read_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Transport for TcpStream {
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        TcpStream::poll_read_ready(self, cx)
-    }
-}
-
-/// Plain TCP or TLS (an upstream leg). A TLS stream may hold decrypted
-/// bytes its socket no longer shows, so it is always asked.
-impl<T: AsyncRead + AsyncWrite + Unpin> Transport for Either<TcpStream, T> {
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Either::Left(tcp) => TcpStream::poll_read_ready(tcp, cx),
-            Either::Right(_) => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-/// In-memory pipes, for tests and the fuzz target.
-impl Transport for tokio::io::DuplexStream {}
 
 /// Message and frame size limits for one leg (`limits.*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,7 +477,7 @@ impl<S> WsStream<S> {
     }
 }
 
-impl<S: Transport> WsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// Write out everything queued (and the Pong owed), then flush `io`.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.state == State::Terminated && self.wbuf.is_empty() {
@@ -535,6 +499,9 @@ impl<S: Transport> WsStream<S> {
                         "connection reset while sending",
                     ))));
                 }
+                // All of it (the usual case): clear, which keeps the buffer's
+                // start, so giving it back below needs no reclaim.
+                Ok(n) if n == self.wbuf.len() => self.wbuf.clear(),
                 Ok(n) => self.wbuf.advance(n),
                 Err(e) => return Poll::Ready(Err(self.io_error(e))),
             }
@@ -586,10 +553,6 @@ impl<S: Transport> WsStream<S> {
                 None => MAX_HEADER,
             };
             if self.rbuf.capacity() == 0 {
-                // Nothing buffered: wait for bytes before borrowing a buffer.
-                if let Err(e) = ready!(self.io.poll_read_ready(cx)) {
-                    return Poll::Ready(Err(self.io_error(e)));
-                }
                 self.rbuf = take_buf();
             }
             self.rbuf.reserve(need);
@@ -644,7 +607,7 @@ impl<S: Transport> WsStream<S> {
     }
 }
 
-impl<S: Transport> Stream for WsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsStream<S> {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -667,7 +630,7 @@ impl<S: Transport> Stream for WsStream<S> {
     }
 }
 
-impl<S: Transport> Sink<Message> for WsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WsStream<S> {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {

@@ -224,6 +224,10 @@ struct ReportArgs {
     /// of its phases.
     #[arg(long, default_value_t = 0.1)]
     busy_threshold: f64,
+    /// Note a row whose 64 B throughput phase kept the load generator's core (load generator
+    /// plus echo) at least this busy: the harness, not the target, set that rate.
+    #[arg(long, default_value_t = 0.95)]
+    saturated_threshold: f64,
     #[arg(long)]
     md_out: Option<PathBuf>,
     #[arg(long)]
@@ -590,6 +594,18 @@ impl Procs {
             .sum();
         Some(ticks as f64 / self.clk_tck)
     }
+    /// CPU seconds of the load generator itself and of `--other-pid` (the echo upstream): the
+    /// processes bench/run pins to the other core than the proxy's.
+    fn harness_cpu_seconds(&self) -> f64 {
+        let mut pids = self.others.clone();
+        pids.push(std::process::id());
+        let ticks: u64 = expand_pids(&pids)
+            .iter()
+            .filter_map(|p| proc_stat(*p))
+            .map(|x| x.1)
+            .sum();
+        ticks as f64 / self.clk_tck
+    }
     /// (busy CPU seconds of the whole machine, CPU seconds of this harness: load generator,
     /// measured processes and `--other-pid`). Busy includes steal time.
     fn load_sample(&self) -> Option<(f64, f64)> {
@@ -719,15 +735,17 @@ async fn throughput(a: TpArgs) -> Value {
         m_start + secs(a.duration),
     ));
     tokio::time::sleep_until(m_start).await;
-    let (c0, cpu0, t0) = (
+    let (c0, cpu0, h0, t0) = (
         count.load(Ordering::Relaxed),
         procs.cpu_seconds(),
+        procs.harness_cpu_seconds(),
         Instant::now(),
     );
     sleep(secs(a.duration)).await;
-    let (c1, cpu1, t1) = (
+    let (c1, cpu1, h1, t1) = (
         count.load(Ordering::Relaxed),
         procs.cpu_seconds(),
+        procs.harness_cpu_seconds(),
         Instant::now(),
     );
     stop.store(true, Ordering::Relaxed);
@@ -763,6 +781,11 @@ async fn throughput(a: TpArgs) -> Value {
         "msgs_per_s": rate.map(|r| r.round()),
         "cpu_s": cpu.map(|c| (c * 1000.0).round() / 1000.0),
         "cpu_s_per_million": cpu_per_m.map(round2),
+        // Cores busy over the window: the target's, and the harness's (load generator + echo,
+        // pinned together). A harness near 1.0 means the harness core, not the target, set
+        // the rate.
+        "target_cpu_cores": cpu.filter(|_| elapsed > 0.0).map(|c| round2(c / elapsed)),
+        "harness_cpu_cores": (elapsed > 0.0).then(|| round2((h1 - h0) / elapsed)),
         "foreign_cpu_cores": foreign,
         "foreign_cpu_cores_peak": foreign_peak,
         "pids": expand_pids(&procs.roots),
@@ -1496,6 +1519,18 @@ fn report(a: ReportArgs) -> i32 {
         {
             notes.push(format!(
                 "busy machine: other processes used {avg:.2} cores during a phase; figures unreliable"
+            ));
+        }
+        if let Some(tp) = &tp64
+            && let Some(h) = tp.get("harness_cpu_cores").and_then(Value::as_f64)
+            && h >= a.saturated_threshold
+        {
+            let own = tp
+                .get("target_cpu_cores")
+                .and_then(Value::as_f64)
+                .map_or(String::new(), |c| format!(", the target's {c:.2}"));
+            notes.push(format!(
+                "64 B throughput bounded by the load generator's core ({h:.2} cores busy{own})"
             ));
         }
         notes_j.insert(t.clone(), json!(notes));

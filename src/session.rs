@@ -5,10 +5,10 @@
 //! two legs' reads (alternating which goes first, for fairness), then any
 //! pending flushes, and returns the first [`Event`]; a source that returned
 //! `Pending` is skipped until its own waker fires. The handler acts on the
-//! event and loops. Because a read is only polled when the *other* leg can take a
-//! message, a slow reader slows its writer down (backpressure) instead of
-//! growing a buffer; because flushes are polled after reads, a burst of
-//! messages already in the socket goes out in one write.
+//! event and loops. Because a read is only polled when the *other* leg can
+//! take a message, a slow reader slows its writer down (backpressure)
+//! instead of growing a buffer; because flushes are polled after reads, a
+//! burst of messages already in the socket goes out in one write.
 //!
 //! The first terminal event (a Close frame, EOF, reset, error, dead ping,
 //! drain) ends the relay: it is classified once ([`crate::closure`]),

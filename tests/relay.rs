@@ -501,6 +501,17 @@ where
     }
 }
 
+/// The session ended with the whole flood counted in `direction`.
+async fn flood_counted_then_finish(proxy: Proxy, direction: &str) {
+    proxy.wait_ended(1).await;
+    let text = proxy.scrape().await;
+    assert_eq!(
+        metric(&text, "wspulse_messages_total", &[("direction", direction)]),
+        FLOOD_COUNT as f64
+    );
+    proxy.finish().await;
+}
+
 /// A socket whose receive buffer stays small: a peer that reads nothing
 /// then holds little in its kernel, and the stall reaches the proxy.
 fn small_buffered_socket() -> tokio::net::TcpSocket {
@@ -549,17 +560,7 @@ async fn slow_client_backpressures_the_upstream_and_loses_nothing() {
     // The client gets the upstream's Close (tungstenite answers it as it reads).
     let msg = tokio::time::timeout(LIMIT, client.next()).await.unwrap();
     assert!(matches!(msg, Some(Ok(Message::Close(Some(_))))), "{msg:?}");
-    proxy.wait_ended(1).await;
-    let text = proxy.scrape().await;
-    assert_eq!(
-        metric(
-            &text,
-            "wspulse_messages_total",
-            &[("direction", "upstream_to_client")]
-        ),
-        FLOOD_COUNT as f64
-    );
-    proxy.finish().await;
+    flood_counted_then_finish(proxy, "upstream_to_client").await;
 }
 
 /// The same the other way: an upstream that stops reading stops the proxy
@@ -600,15 +601,5 @@ async fn slow_upstream_backpressures_the_client_and_loses_nothing() {
     upstream.close(Some(normal_close())).await.unwrap();
     let mut client = tx.reunite(rx).unwrap();
     assert_eq!(expect_close(&mut client).await.0, 1000);
-    proxy.wait_ended(1).await;
-    let text = proxy.scrape().await;
-    assert_eq!(
-        metric(
-            &text,
-            "wspulse_messages_total",
-            &[("direction", "client_to_upstream")]
-        ),
-        FLOOD_COUNT as f64
-    );
-    proxy.finish().await;
+    flood_counted_then_finish(proxy, "client_to_upstream").await;
 }

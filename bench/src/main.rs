@@ -77,7 +77,8 @@ enum Cmd {
         max_wait: f64,
     },
     /// Of several rounds of one phase (result files), write the one whose KEY is the
-    /// median to OUT, with every round's KEY added under "rounds". Always exits 0 when
+    /// median to OUT, with every round's KEY (and its other headline figures) added under
+    /// "rounds". Always exits 0 when
     /// at least one file holds KEY.
     Median {
         #[arg(long)]
@@ -290,27 +291,64 @@ fn main() {
 }
 
 /// The median round of one phase: the whole result of that round (so the figures of a
-/// row come from one real run), plus the KEY of every round. With an even count, the
-/// lower middle. Rounds without KEY (a failed phase) are left out.
+/// phase stay consistent with each other), with every round's headline figures added
+/// under "rounds" (round numbers from the `rounds/N/` directory the file sits in).
 fn median(key: &str, out: &Path, files: &[PathBuf]) -> i32 {
-    let mut rounds: Vec<(f64, Value)> = files
+    let mut rounds: Vec<(u64, f64, Value)> = files
         .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
-        .filter_map(|v| Some((v.get(key)?.as_f64()?, v)))
-        .filter(|(x, _)| x.is_finite())
+        .enumerate()
+        .filter_map(|(i, f)| {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(f).ok()?).ok()?;
+            let x = v.get(key)?.as_f64()?;
+            Some((round_of(f).unwrap_or(i as u64 + 1), x, v))
+        })
+        .filter(|(_, x, _)| x.is_finite())
         .collect();
     if rounds.is_empty() {
         eprintln!("wsbench median: no round holds {key}");
         return 1;
     }
-    let all: Vec<f64> = rounds.iter().map(|(x, _)| *x).collect();
-    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut picked = rounds.swap_remove((rounds.len() - 1) / 2).1;
+    rounds.sort_by_key(|r| r.0);
+    let all: Vec<f64> = rounds.iter().map(|r| r.1).collect();
+    let per_round: Vec<Value> = rounds
+        .iter()
+        .map(|(id, _, v)| {
+            let mut m = Map::new();
+            m.insert("round".into(), json!(id));
+            for k in ROUND_KEYS {
+                if let Some(x) = v.get(k).and_then(Value::as_f64).filter(|x| x.is_finite()) {
+                    m.insert(k.into(), json!(x));
+                }
+            }
+            Value::Object(m)
+        })
+        .collect();
+    rounds.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut picked = rounds.swap_remove((rounds.len() - 1) / 2).2;
     if let Some(obj) = picked.as_object_mut() {
-        obj.insert("rounds".into(), json!({ "key": key, "values": all }));
+        obj.insert(
+            "rounds".into(),
+            json!({ "key": key, "values": all, "per_round": per_round }),
+        );
     }
     emit(picked, Some(out))
+}
+
+/// Figures of a phase result kept for every round (for the report's spread and
+/// round-by-round comparison).
+const ROUND_KEYS: [&str; 7] = [
+    "msgs_per_s",
+    "p50_us",
+    "p99_us",
+    "p999_us",
+    "kib_per_session",
+    "setup_per_s",
+    "cpu_s_per_million",
+];
+
+/// The round a result file belongs to: bench/run writes `rounds/N/TARGET/PHASE.json`.
+fn round_of(f: &Path) -> Option<u64> {
+    f.parent()?.parent()?.file_name()?.to_str()?.parse().ok()
 }
 
 fn emit(v: Value, out: Option<&Path>) -> i32 {
@@ -606,9 +644,23 @@ impl Procs {
             .sum();
         ticks as f64 / self.clk_tck
     }
-    /// (busy CPU seconds of the whole machine, CPU seconds of this harness: load generator,
-    /// measured processes and `--other-pid`). Busy includes steal time.
-    fn load_sample(&self) -> Option<(f64, f64)> {
+    /// The processes whose CPU is the harness's own: the load generator, the measured
+    /// processes, `--other-pid` and their descendants, and the kernel threads. Found by a
+    /// scan of all of /proc (about 1.6 ms here), so a phase does it once: done at every
+    /// 500 ms load sample, it stalled the load generator's core each time.
+    fn own_pids(&self) -> Vec<u32> {
+        let mut roots = self.roots.clone();
+        roots.extend(self.others.iter().copied());
+        roots.push(std::process::id());
+        // Kernel threads (kthreadd, PID 2, and its children: ksoftirqd, kworkers) count as
+        // ours: under load the loopback traffic of the benchmark is processed there.
+        roots.push(2);
+        expand_pids(&roots)
+    }
+
+    /// (busy CPU seconds of the whole machine, CPU seconds of `own`, from
+    /// [`Procs::own_pids`]). Busy includes steal time.
+    fn load_sample(&self, own: &[u32]) -> Option<(f64, f64)> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let line = stat.lines().find(|l| l.starts_with("cpu "))?;
         let f: Vec<u64> = line
@@ -620,17 +672,7 @@ impl Procs {
         // softirq are left out: loopback packet processing of the benchmark itself lands there
         // and is charged to no process.
         let busy: u64 = [0usize, 1, 2, 7].iter().filter_map(|i| f.get(*i)).sum();
-        let mut roots = self.roots.clone();
-        roots.extend(self.others.iter().copied());
-        roots.push(std::process::id());
-        // Kernel threads (kthreadd, PID 2, and its children: ksoftirqd, kworkers) count as
-        // ours: under load the loopback traffic of the benchmark is processed there.
-        roots.push(2);
-        let ours: u64 = expand_pids(&roots)
-            .iter()
-            .filter_map(|p| proc_stat(*p))
-            .map(|x| x.1)
-            .sum();
+        let ours: u64 = own.iter().filter_map(|p| proc_stat(*p)).map(|x| x.1).sum();
         Some((busy as f64 / self.clk_tck, ours as f64 / self.clk_tck))
     }
 
@@ -658,8 +700,9 @@ fn foreign_cores(a: Option<(f64, f64)>, b: Option<(f64, f64)>, elapsed: f64) -> 
 /// system-wide ticks and per-process times are not sampled at the same instant, so a slice can
 /// be off by a few tenths of a core either way; the average is not affected.
 async fn watch_load(procs: Procs, start: Instant, end: Instant) -> (Option<f64>, Option<f64>) {
+    let own = procs.own_pids();
     tokio::time::sleep_until(start).await;
-    let first = procs.load_sample();
+    let first = procs.load_sample(&own);
     let (mut prev, mut prev_t) = (first, Instant::now());
     let mut peak: Option<f64> = None;
     let mut n = 0u32;
@@ -667,7 +710,7 @@ async fn watch_load(procs: Procs, start: Instant, end: Instant) -> (Option<f64>,
         n += 1;
         let next = (prev_t + Duration::from_millis(500)).min(end);
         tokio::time::sleep_until(next).await;
-        let (cur, cur_t) = (procs.load_sample(), Instant::now());
+        let (cur, cur_t) = (procs.load_sample(&own), Instant::now());
         if let Some(f) = foreign_cores(prev, cur, (cur_t - prev_t).as_secs_f64()) {
             peak = Some(peak.map_or(f, |p: f64| p.max(f)));
         }
@@ -1387,9 +1430,10 @@ async fn quiet(threshold: f64, max_wait: f64) -> i32 {
     let start = Instant::now();
     let deadline = start + secs(max_wait);
     let last = loop {
-        let a = procs.load_sample();
+        let own = procs.own_pids();
+        let a = procs.load_sample(&own);
         sleep(Duration::from_secs(1)).await;
-        let b = procs.load_sample();
+        let b = procs.load_sample(&own);
         // Only this process is "ours" here: everything else counts.
         let f = foreign_cores(a, b, 1.0);
         match f {
@@ -1468,6 +1512,59 @@ fn fmt_metric(key: &str, v: &Value) -> String {
     }
 }
 
+/// Where each line of the table comes from, in the order of `KEYS`: (phase file, field).
+const SOURCES: [(&str, &str); 8] = [
+    ("tp64", "msgs_per_s"),
+    ("tp16k", "msgs_per_s"),
+    ("lat", "p50_us"),
+    ("lat", "p99_us"),
+    ("lat", "p999_us"),
+    ("idle", "kib_per_session"),
+    ("setup", "setup_per_s"),
+    ("tp64", "cpu_s_per_million"),
+];
+
+fn higher_is_better(key: &str) -> bool {
+    matches!(key, "throughput_64b" | "throughput_16k" | "setup_per_s")
+}
+
+/// Round number → figure, for one field of one phase (from `median`'s "rounds").
+fn by_round(phase: Option<&Value>, field: &str) -> BTreeMap<u64, f64> {
+    phase
+        .and_then(|v| v.pointer("/rounds/per_round"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r.get("round")?.as_u64()?, r.get(field)?.as_f64()?)))
+        .collect()
+}
+
+/// In how many rounds `a` did strictly better than `b`, of the rounds both have a
+/// figure for. Rounds are compared pairwise because the targets of one round run
+/// minutes apart, while a shared machine's pace drifts over the whole run.
+fn rounds_won(
+    a: &BTreeMap<u64, f64>,
+    b: &BTreeMap<u64, f64>,
+    higher_better: bool,
+) -> (usize, usize) {
+    let pairs: Vec<(f64, f64)> = a
+        .iter()
+        .filter_map(|(r, &x)| Some((x, *b.get(r)?)))
+        .collect();
+    let won = pairs
+        .iter()
+        .filter(|&&(x, y)| if higher_better { x > y } else { x < y })
+        .count();
+    (won, pairs.len())
+}
+
+fn min_max(v: &BTreeMap<u64, f64>) -> Option<(f64, f64)> {
+    v.values().fold(None, |m, &x| match m {
+        None => Some((x, x)),
+        Some((lo, hi)) => Some((f64::min(lo, x), f64::max(hi, x))),
+    })
+}
+
 fn report(a: ReportArgs) -> i32 {
     let targets: Vec<String> = a
         .targets
@@ -1479,6 +1576,7 @@ fn report(a: ReportArgs) -> i32 {
     let mut notes_j = Map::new();
     let mut details = Map::new();
     let mut errs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut per_round: BTreeMap<String, Vec<BTreeMap<u64, f64>>> = BTreeMap::new();
     for t in &targets {
         let d = a.dir.join(t);
         let ph = |n: &str| read_json(&d.join(format!("{n}.json")));
@@ -1500,6 +1598,20 @@ fn report(a: ReportArgs) -> i32 {
             num(tp64.as_ref(), "cpu_s_per_million"),
         );
         tj.insert(t.clone(), Value::Object(m));
+        let phase_of = |name: &str| match name {
+            "idle" => idle.as_ref(),
+            "setup" => setup.as_ref(),
+            "tp64" => tp64.as_ref(),
+            "tp16k" => tp16k.as_ref(),
+            _ => lat.as_ref(),
+        };
+        per_round.insert(
+            t.clone(),
+            SOURCES
+                .iter()
+                .map(|(phase, field)| by_round(phase_of(phase), field))
+                .collect::<Vec<_>>(),
+        );
 
         let mut notes: Vec<String> = std::fs::read_to_string(d.join("notes.txt"))
             .unwrap_or_default()
@@ -1572,6 +1684,35 @@ fn report(a: ReportArgs) -> i32 {
         ratios.insert(format!("wspulse/{other}"), Value::Object(r));
     }
 
+    let mut spread = Map::new();
+    for (t, lines) in &per_round {
+        let mut m = Map::new();
+        for (k, v) in KEYS.iter().zip(lines) {
+            if let Some((lo, hi)) = min_max(v) {
+                m.insert(
+                    k.to_string(),
+                    json!({ "min": lo, "max": hi, "rounds": v.len() }),
+                );
+            }
+        }
+        spread.insert(t.clone(), Value::Object(m));
+    }
+    let mut won = Map::new();
+    for other in ["nginx", "haproxy"] {
+        let (Some(w), Some(o)) = (per_round.get("wspulse"), per_round.get(other)) else {
+            continue;
+        };
+        let mut m = Map::new();
+        for ((k, a), b) in KEYS.iter().zip(w).zip(o) {
+            let (n, of) = rounds_won(a, b, higher_is_better(k));
+            if of > 0 {
+                m.insert(k.to_string(), json!({ "won": n, "of": of }));
+            }
+        }
+        won.insert(format!("wspulse/{other}"), Value::Object(m));
+    }
+    let many_rounds = per_round.values().flatten().any(|v| v.len() > 1);
+
     let mut md = String::new();
     let title = if a.mode == "smoke" {
         "wspulse benchmark (SMOKE run: tiny, not comparable)"
@@ -1632,6 +1773,9 @@ fn report(a: ReportArgs) -> i32 {
         md.push_str(&format!("| *{name}* | {} | | |\n", cells.join(" | ")));
     }
     md.push_str("\nRatios are wspulse's value divided by the other proxy's: above 1 is better for msg/s and setups/s, worse for latency, memory and CPU. — = not measured or not applicable.\n");
+    if many_rounds {
+        md.push_str(&spread_md(&targets, &spread, &won));
+    }
 
     let out = json!({
         "machine": a.machine,
@@ -1640,6 +1784,8 @@ fn report(a: ReportArgs) -> i32 {
         "date": a.date,
         "header": a.header,
         "ratios": Value::Object(ratios),
+        "spread": Value::Object(spread),
+        "rounds_won": Value::Object(won),
         "notes": Value::Object(notes_j),
         "details": Value::Object(details),
     });
@@ -1655,6 +1801,49 @@ fn report(a: ReportArgs) -> i32 {
     code
 }
 
+/// The "across rounds" table: each line's lowest and highest round per target, and in
+/// how many rounds wspulse did better than each other proxy.
+fn spread_md(targets: &[String], spread: &Map<String, Value>, won: &Map<String, Value>) -> String {
+    let mut md = String::from(
+        "\n### Across rounds\n\nThe table above takes each phase's median round. Here: the lowest and highest round of each line, and in how many rounds wspulse did better than the other proxy on that line (same round, so minutes apart rather than the whole run; ties count as not better).\n\n",
+    );
+    md.push_str("| target | msg/s 64 B | msg/s 16 KiB | p50 µs | p99 µs | p99.9 µs | idle KiB/session | setups/s | CPU s per 1M msgs |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for t in targets {
+        let Some(s) = spread.get(t) else { continue };
+        let cells: Vec<String> = KEYS
+            .iter()
+            .map(|k| match s.get(*k) {
+                Some(r) => {
+                    let (lo, hi) = (num(Some(r), "min"), num(Some(r), "max"));
+                    format!("{}–{}", fmt_metric(k, &lo), fmt_metric(k, &hi))
+                }
+                None => "—".to_string(),
+            })
+            .collect();
+        md.push_str(&format!("| {t} | {} |\n", cells.join(" | ")));
+    }
+    for name in ["wspulse/nginx", "wspulse/haproxy"] {
+        let Some(w) = won.get(name) else { continue };
+        let cells: Vec<String> = KEYS
+            .iter()
+            .map(|k| match w.get(*k) {
+                Some(r) => format!(
+                    "{}/{}",
+                    r.get("won").and_then(Value::as_u64).unwrap_or(0),
+                    r.get("of").and_then(Value::as_u64).unwrap_or(0)
+                ),
+                None => "—".to_string(),
+            })
+            .collect();
+        md.push_str(&format!(
+            "| *{name}: rounds better* | {} |\n",
+            cells.join(" | ")
+        ));
+    }
+    md
+}
+
 fn write_atomic(p: &Path, text: &str) -> i32 {
     let tmp = p.with_extension(format!(
         "{}.tmp",
@@ -1667,5 +1856,51 @@ fn write_atomic(p: &Path, text: &str) -> i32 {
             eprintln!("wsbench: cannot write {}: {e}", p.display());
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rounds(pairs: &[(u64, f64)]) -> BTreeMap<u64, f64> {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn rounds_are_compared_pairwise_in_the_right_direction() {
+        let w = rounds(&[(1, 80.0), (2, 60.0), (3, 90.0), (4, 70.0)]);
+        let o = rounds(&[(1, 70.0), (2, 75.0), (3, 90.0)]);
+        // Round 4 has no partner; round 3 is a tie, not a win.
+        assert_eq!(rounds_won(&w, &o, true), (1, 3));
+        assert_eq!(rounds_won(&w, &o, false), (1, 3));
+        assert_eq!(rounds_won(&w, &BTreeMap::new(), true), (0, 0));
+    }
+
+    #[test]
+    fn spread_is_lowest_and_highest_round() {
+        assert_eq!(
+            min_max(&rounds(&[(1, 3.0), (2, -1.0), (3, 7.5)])),
+            Some((-1.0, 7.5))
+        );
+        assert_eq!(min_max(&BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn a_round_is_named_by_its_directory() {
+        assert_eq!(
+            round_of(Path::new("/tmp/x/rounds/12/wspulse/tp64.json")),
+            Some(12)
+        );
+        assert_eq!(round_of(Path::new("tp64.json")), None);
+    }
+
+    #[test]
+    fn per_round_figures_come_from_the_median_file() {
+        let v = json!({"rounds": {"key": "p99_us", "values": [2.0, 1.0],
+            "per_round": [{"round": 1, "p99_us": 2.0, "p50_us": 0.5}, {"round": 2, "p99_us": 1.0}]}});
+        assert_eq!(by_round(Some(&v), "p99_us"), rounds(&[(1, 2.0), (2, 1.0)]));
+        assert_eq!(by_round(Some(&v), "p50_us"), rounds(&[(1, 0.5)]));
+        assert!(by_round(None, "p99_us").is_empty());
     }
 }

@@ -62,7 +62,9 @@ async fn serve(cli: Cli) -> i32 {
             return 1;
         }
     };
-    eprintln!("wsbench-echo: listening on {}", cli.addr);
+    // The bound address, so that a caller may pass port 0 and read the port from here.
+    let bound = listener.local_addr().unwrap_or(cli.addr);
+    eprintln!("wsbench-echo: listening on {bound}");
     let accept_loop = async {
         loop {
             match listener.accept().await {

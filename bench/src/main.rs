@@ -78,8 +78,7 @@ enum Cmd {
     },
     /// Of several rounds of one phase (result files), write the one whose KEY is the
     /// median to OUT, with every round's KEY (and its other headline figures) added under
-    /// "rounds". Always exits 0 when
-    /// at least one file holds KEY.
+    /// "rounds". Always exits 0 when at least one file holds KEY.
     Median {
         #[arg(long)]
         key: String,
@@ -292,7 +291,8 @@ fn main() {
 
 /// The median round of one phase: the whole result of that round (so the figures of a
 /// phase stay consistent with each other), with every round's headline figures added
-/// under "rounds" (round numbers from the `rounds/N/` directory the file sits in).
+/// under "rounds" (round numbers from the `rounds/N/` directory the file sits in). With an
+/// even count, the lower middle. Rounds without KEY (a failed phase) are left out.
 fn median(key: &str, out: &Path, files: &[PathBuf]) -> i32 {
     let mut rounds: Vec<(u64, f64, Value)> = files
         .iter()

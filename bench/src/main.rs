@@ -1665,23 +1665,34 @@ fn report(a: ReportArgs) -> i32 {
         details.insert(t.clone(), Value::Object(det));
     }
 
-    let mut ratios = Map::new();
+    // Per other proxy: the ratio of the medians, and the rounds won (same-round pairs).
+    let (mut ratios, mut won) = (Map::new(), Map::new());
     for other in ["nginx", "haproxy"] {
         let (Some(w), Some(o)) = (tj.get("wspulse"), tj.get(other)) else {
             continue;
         };
-        let mut r = Map::new();
-        for k in KEYS {
+        let no_rounds = Vec::new();
+        let w_rounds = per_round.get("wspulse").unwrap_or(&no_rounds);
+        let o_rounds = per_round.get(other).unwrap_or(&no_rounds);
+        let (mut r, mut m) = (Map::new(), Map::new());
+        for (i, k) in KEYS.iter().enumerate() {
             let v = match (
-                w.get(k).and_then(Value::as_f64),
-                o.get(k).and_then(Value::as_f64),
+                w.get(*k).and_then(Value::as_f64),
+                o.get(*k).and_then(Value::as_f64),
             ) {
                 (Some(x), Some(y)) if y != 0.0 => json!(((x / y) * 1000.0).round() / 1000.0),
                 _ => Value::Null,
             };
             r.insert(k.to_string(), v);
+            if let (Some(a), Some(b)) = (w_rounds.get(i), o_rounds.get(i)) {
+                let (n, of) = rounds_won(a, b, higher_is_better(k));
+                if of > 0 {
+                    m.insert(k.to_string(), json!({ "won": n, "of": of }));
+                }
+            }
         }
         ratios.insert(format!("wspulse/{other}"), Value::Object(r));
+        won.insert(format!("wspulse/{other}"), Value::Object(m));
     }
 
     let mut spread = Map::new();
@@ -1696,20 +1707,6 @@ fn report(a: ReportArgs) -> i32 {
             }
         }
         spread.insert(t.clone(), Value::Object(m));
-    }
-    let mut won = Map::new();
-    for other in ["nginx", "haproxy"] {
-        let (Some(w), Some(o)) = (per_round.get("wspulse"), per_round.get(other)) else {
-            continue;
-        };
-        let mut m = Map::new();
-        for ((k, a), b) in KEYS.iter().zip(w).zip(o) {
-            let (n, of) = rounds_won(a, b, higher_is_better(k));
-            if of > 0 {
-                m.insert(k.to_string(), json!({ "won": n, "of": of }));
-            }
-        }
-        won.insert(format!("wspulse/{other}"), Value::Object(m));
     }
     let many_rounds = per_round.values().flatten().any(|v| v.len() > 1);
 

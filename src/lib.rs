@@ -21,6 +21,7 @@
 //! - [`demo`]: `wspulse demo`, the proxy, an upstream and synthetic clients in
 //!   one process, with a live table of what the proxy records.
 //! - [`explain`]: `wspulse explain`, a plain-language diagnosis of `/metrics`.
+//! - [`clock`]: the per-thread cached time the relay stamps messages with.
 //! - [`telemetry`]: tracing in text or JSON.
 //! - [`wire`]: hand-built WebSocket frames for the demo's misbehaving
 //!   clients and the tests.
@@ -28,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod clock;
 pub mod closure;
 pub mod config;
 pub mod demo;

@@ -102,17 +102,7 @@ fn explain(admin: &str) -> ExitCode {
 
 fn run(settings: Settings) -> ExitCode {
     wspulse::telemetry::init(&settings.log);
-    // One CPU (a container limit, or `taskset`): a single-threaded runtime
-    // does the same work without the work-stealing scheduler's
-    // cross-thread bookkeeping. Otherwise one worker per CPU.
-    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
-    let runtime = if one_cpu {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    }
-    .enable_all()
-    .build();
+    let runtime = wspulse::server::runtime();
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {

@@ -18,6 +18,24 @@ use crate::listener::{self, Shared};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Drain, DrainReport};
 
+/// The runtime `wspulse run` serves on.
+///
+/// One CPU (a container limit, or `taskset`): a single-threaded runtime
+/// does the same work without the work-stealing scheduler's cross-thread
+/// bookkeeping. Otherwise one worker per CPU. Each thread refreshes the
+/// relay's cached time when it wakes up ([`crate::clock`]).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .on_thread_unpark(crate::clock::refresh)
+    .build()
+}
+
 /// A listener that could not be bound.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} ({what}): {source}")]

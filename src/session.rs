@@ -334,11 +334,12 @@ impl<C: Ws, U: Ws> Session<C, U> {
 
     /// Act on one event; `Some` ends the relay.
     fn handle(&mut self, event: Event) -> Option<(TerminalEvent, String)> {
-        let now = Instant::now();
         match event {
             Event::Read(side, msg) => {
-                self.guard.stats.last_activity = now;
-                self.on_message(side, msg, now)
+                // The cached time: one clock read per relayed message was
+                // the relay's costliest user-space call at small messages.
+                self.guard.stats.last_activity = crate::clock::recent();
+                self.on_message(side, msg)
             }
             Event::ReadError(side, e) => Some((event_of_error(side, &e), error_reason(&e))),
             Event::Ended(side) => Some((TerminalEvent::Eof(side), String::new())),
@@ -350,16 +351,11 @@ impl<C: Ws, U: Ws> Session<C, U> {
                     "wspulse: shutting down".into(),
                 ))
             }
-            Event::KeepaliveDue => self.on_keepalive(now),
+            Event::KeepaliveDue => self.on_keepalive(Instant::now()),
         }
     }
 
-    fn on_message(
-        &mut self,
-        from: Side,
-        msg: Message,
-        now: Instant,
-    ) -> Option<(TerminalEvent, String)> {
+    fn on_message(&mut self, from: Side, msg: Message) -> Option<(TerminalEvent, String)> {
         let dir = match from {
             Side::Upstream => Direction::UpstreamToClient,
             _ => Direction::ClientToUpstream,
@@ -382,6 +378,8 @@ impl<C: Ws, U: Ws> Session<C, U> {
                 false
             }
             Message::Pong(ref data) => {
+                // Round-trip times need the clock itself, not the cached copy.
+                let now = Instant::now();
                 match self.keepalive.as_mut().map(|k| k.on_pong(from, data, now)) {
                     Some(Pong::Answered(rtt)) => {
                         let secs = rtt.as_secs_f64();

@@ -146,18 +146,35 @@ async fn closures_endpoint_lists_recent_sessions_with_filters() {
 }
 
 /// A session that ends after a known idle time lands in the matching
-/// `wspulse_idle_before_close_seconds` bucket.
+/// `wspulse_idle_before_close_seconds` bucket: the time since its *last*
+/// message, not its first.
 #[tokio::test]
 async fn idle_before_close_records_the_idle_time() {
+    talk_pause_talk_then_vanish().await;
+}
+
+/// The same on the runtime `wspulse run` serves on, where the relay stamps
+/// messages with the cached time its threads refresh when they wake up
+/// (`wspulse::clock`): the stamp of the last message must still be its time.
+#[test]
+fn idle_before_close_is_right_with_the_cached_clock() {
+    let runtime = wspulse::server::runtime().unwrap();
+    runtime.block_on(talk_pause_talk_then_vanish());
+}
+
+async fn talk_pause_talk_then_vanish() {
     let echo = EchoServer::start().await.unwrap();
     let mut s = settings(&echo.url());
     s.keepalive.interval = Duration::ZERO; // no pings: the session is truly idle
     let proxy = start_proxy(s).await;
     let mut ws = proxy.connect("/").await;
-    send_text(&mut ws, "last words").await;
-    assert_eq!(next(&mut ws).await, Some(Message::text("last words")));
-    // The scenario itself: stay idle for 1.2 s, then vanish (FIN).
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The scenario itself: a message, 1.2 s of silence, another message,
+    // then 0.6 s of silence and the client vanishes (FIN).
+    for pause in [1200, 600] {
+        send_text(&mut ws, "words").await;
+        assert_eq!(next(&mut ws).await, Some(Message::text("words")));
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
     drop(ws);
     proxy.wait_ended(1).await;
     let text = proxy.scrape().await;
@@ -168,8 +185,8 @@ async fn idle_before_close_records_the_idle_time() {
             &[("class", "abnormal"), ("le", le)],
         )
     };
-    assert_eq!(bucket("1"), 0.0, "idle time under 1 s recorded");
-    assert_eq!(bucket("5"), 1.0, "idle time of ~1.2 s not in (1, 5]");
+    assert_eq!(bucket("0.5"), 0.0, "idle time under 0.5 s recorded");
+    assert_eq!(bucket("1"), 1.0, "idle time of ~0.6 s not in (0.5, 1]");
     proxy.finish().await;
 }
 

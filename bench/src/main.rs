@@ -1539,14 +1539,12 @@ fn by_round(phase: Option<&Value>, field: &str) -> BTreeMap<u64, f64> {
         .collect()
 }
 
-/// In how many rounds `a` did strictly better than `b`, of the rounds both have a
-/// figure for. Rounds are compared pairwise because the targets of one round run
-/// minutes apart, while a shared machine's pace drifts over the whole run.
-fn rounds_won(
-    a: &BTreeMap<u64, f64>,
-    b: &BTreeMap<u64, f64>,
-    higher_better: bool,
-) -> (usize, usize) {
+/// `a` against `b` round by round, over the rounds both have a figure for: in how
+/// many `a` did strictly better, and the median of the per-round ratios a/b. Rounds
+/// are compared pairwise because the targets of one phase run seconds apart within
+/// a round, while a shared machine's pace drifts over the whole run; the median
+/// same-round ratio is the figure that drift moves least.
+fn rounds_won(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>, higher_better: bool) -> Paired {
     let pairs: Vec<(f64, f64)> = a
         .iter()
         .filter_map(|(r, &x)| Some((x, *b.get(r)?)))
@@ -1555,7 +1553,30 @@ fn rounds_won(
         .iter()
         .filter(|&&(x, y)| if higher_better { x > y } else { x < y })
         .count();
-    (won, pairs.len())
+    let mut ratios: Vec<f64> = pairs
+        .iter()
+        .filter(|&&(_, y)| y != 0.0)
+        .map(|&(x, y)| x / y)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let median_ratio = match ratios.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(ratios[n / 2]),
+        n => Some((ratios[n / 2 - 1] + ratios[n / 2]) / 2.0),
+    };
+    Paired {
+        won,
+        of: pairs.len(),
+        median_ratio,
+    }
+}
+
+/// What [`rounds_won`] found.
+#[derive(Debug, PartialEq)]
+struct Paired {
+    won: usize,
+    of: usize,
+    median_ratio: Option<f64>,
 }
 
 fn min_max(v: &BTreeMap<u64, f64>) -> Option<(f64, f64)> {
@@ -1685,9 +1706,13 @@ fn report(a: ReportArgs) -> i32 {
             };
             r.insert(k.to_string(), v);
             if let (Some(a), Some(b)) = (w_rounds.get(i), o_rounds.get(i)) {
-                let (n, of) = rounds_won(a, b, higher_is_better(k));
-                if of > 0 {
-                    m.insert(k.to_string(), json!({ "won": n, "of": of }));
+                let p = rounds_won(a, b, higher_is_better(k));
+                if p.of > 0 {
+                    let median = p.median_ratio.map(|x| (x * 1000.0).round() / 1000.0);
+                    m.insert(
+                        k.to_string(),
+                        json!({ "won": p.won, "of": p.of, "median_ratio": median }),
+                    );
                 }
             }
         }
@@ -1802,7 +1827,7 @@ fn report(a: ReportArgs) -> i32 {
 /// how many rounds wspulse did better than each other proxy.
 fn spread_md(targets: &[String], spread: &Map<String, Value>, won: &Map<String, Value>) -> String {
     let mut md = String::from(
-        "\n### Across rounds\n\nThe table above takes each phase's median round. Here: the lowest and highest round of each line, and in how many rounds wspulse did better than the other proxy on that line (same round, so minutes apart rather than the whole run; ties count as not better).\n\n",
+        "\n### Across rounds\n\nThe table above takes each phase's median round. Here: the lowest and highest round of each line, and in how many rounds wspulse did better than the other proxy on that line (same round: a phase runs on every target in turn, seconds apart; ties count as not better), and the median of those same-round ratios, the estimate the machine's slow spells move least.\n\n",
     );
     md.push_str("| target | msg/s 64 B | msg/s 16 KiB | p50 µs | p99 µs | p99.9 µs | idle KiB/session | setups/s | CPU s per 1M msgs |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -1838,6 +1863,22 @@ fn spread_md(targets: &[String], spread: &Map<String, Value>, won: &Map<String, 
             cells.join(" | ")
         ));
     }
+    for name in ["wspulse/nginx", "wspulse/haproxy"] {
+        let Some(w) = won.get(name) else { continue };
+        let cells: Vec<String> = KEYS
+            .iter()
+            .map(
+                |k| match w.get(*k).and_then(|r| r.get("median_ratio")?.as_f64()) {
+                    Some(x) => format!("{x:.2}×"),
+                    None => "—".to_string(),
+                },
+            )
+            .collect();
+        md.push_str(&format!(
+            "| *{name}: median same-round ratio* | {} |\n",
+            cells.join(" | ")
+        ));
+    }
     md
 }
 
@@ -1869,9 +1910,37 @@ mod tests {
         let w = rounds(&[(1, 80.0), (2, 60.0), (3, 90.0), (4, 70.0)]);
         let o = rounds(&[(1, 70.0), (2, 75.0), (3, 90.0)]);
         // Round 4 has no partner; round 3 is a tie, not a win.
-        assert_eq!(rounds_won(&w, &o, true), (1, 3));
-        assert_eq!(rounds_won(&w, &o, false), (1, 3));
-        assert_eq!(rounds_won(&w, &BTreeMap::new(), true), (0, 0));
+        let won = |higher_better| {
+            let p = rounds_won(&w, &o, higher_better);
+            (p.won, p.of)
+        };
+        assert_eq!(won(true), (1, 3));
+        assert_eq!(won(false), (1, 3));
+        assert_eq!(
+            rounds_won(&w, &BTreeMap::new(), true),
+            Paired {
+                won: 0,
+                of: 0,
+                median_ratio: None
+            }
+        );
+    }
+
+    #[test]
+    fn median_same_round_ratio() {
+        // Ratios 80/70, 60/75, 90/90: median 1.0, whatever the direction.
+        let w = rounds(&[(1, 80.0), (2, 60.0), (3, 90.0), (4, 70.0)]);
+        let o = rounds(&[(1, 70.0), (2, 75.0), (3, 90.0)]);
+        assert_eq!(rounds_won(&w, &o, true).median_ratio, Some(1.0));
+        // An even count takes the mean of the middle two: 0.8 and 1.25.
+        let w = rounds(&[(1, 80.0), (2, 125.0)]);
+        let o = rounds(&[(1, 100.0), (2, 100.0)]);
+        assert_eq!(rounds_won(&w, &o, false).median_ratio, Some(1.025));
+        // Slow rounds for everyone do not move it: both targets 20 % slower in round 2.
+        let w = rounds(&[(1, 100.0), (2, 80.0), (3, 100.0)]);
+        let o = rounds(&[(1, 90.0), (2, 72.0), (3, 90.0)]);
+        let m = rounds_won(&w, &o, true).median_ratio.unwrap();
+        assert!((m - 100.0 / 90.0).abs() < 1e-9, "{m}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! (`ngx_current_msec`).
 //!
 //! Here the runtime refreshes a per-thread copy when its thread wakes up
-//! ([`refresh`], installed by `main` as the runtime's `on_thread_unpark`
+//! ([`refresh`], installed by [`crate::server::runtime`] as the `on_thread_unpark`
 //! hook), and [`recent`] serves it, reading the real clock again every
 //! [`REFRESH_EVERY`] calls. The copy is therefore never older than the
 //! work the thread has done since it last woke up or since the last

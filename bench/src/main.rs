@@ -1544,7 +1544,7 @@ fn by_round(phase: Option<&Value>, field: &str) -> BTreeMap<u64, f64> {
 /// are compared pairwise because the targets of one phase run seconds apart within
 /// a round, while a shared machine's pace drifts over the whole run; the median
 /// same-round ratio is the figure that drift moves least.
-fn rounds_won(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>, higher_better: bool) -> Paired {
+fn same_rounds(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>, higher_better: bool) -> Paired {
     let pairs: Vec<(f64, f64)> = a
         .iter()
         .filter_map(|(r, &x)| Some((x, *b.get(r)?)))
@@ -1571,7 +1571,7 @@ fn rounds_won(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>, higher_better: boo
     }
 }
 
-/// What [`rounds_won`] found.
+/// What [`same_rounds`] found.
 #[derive(Debug, PartialEq)]
 struct Paired {
     won: usize,
@@ -1706,7 +1706,7 @@ fn report(a: ReportArgs) -> i32 {
             };
             r.insert(k.to_string(), v);
             if let (Some(a), Some(b)) = (w_rounds.get(i), o_rounds.get(i)) {
-                let p = rounds_won(a, b, higher_is_better(k));
+                let p = same_rounds(a, b, higher_is_better(k));
                 if p.of > 0 {
                     let median = p.median_ratio.map(|x| (x * 1000.0).round() / 1000.0);
                     m.insert(
@@ -1823,8 +1823,9 @@ fn report(a: ReportArgs) -> i32 {
     code
 }
 
-/// The "across rounds" table: each line's lowest and highest round per target, and in
-/// how many rounds wspulse did better than each other proxy.
+/// The "across rounds" table: each line's lowest and highest round per target, and,
+/// against each other proxy, in how many rounds wspulse did better and the median
+/// same-round ratio.
 fn spread_md(targets: &[String], spread: &Map<String, Value>, won: &Map<String, Value>) -> String {
     let mut md = String::from(
         "\n### Across rounds\n\nThe table above takes each phase's median round. Here: the lowest and highest round of each line, and in how many rounds wspulse did better than the other proxy on that line (same round: a phase runs on every target in turn, seconds apart; ties count as not better), and the median of those same-round ratios, the estimate the machine's slow spells move least.\n\n",
@@ -1845,39 +1846,29 @@ fn spread_md(targets: &[String], spread: &Map<String, Value>, won: &Map<String, 
             .collect();
         md.push_str(&format!("| {t} | {} |\n", cells.join(" | ")));
     }
-    for name in ["wspulse/nginx", "wspulse/haproxy"] {
-        let Some(w) = won.get(name) else { continue };
-        let cells: Vec<String> = KEYS
-            .iter()
-            .map(|k| match w.get(*k) {
-                Some(r) => format!(
-                    "{}/{}",
-                    r.get("won").and_then(Value::as_u64).unwrap_or(0),
-                    r.get("of").and_then(Value::as_u64).unwrap_or(0)
-                ),
-                None => "—".to_string(),
-            })
-            .collect();
-        md.push_str(&format!(
-            "| *{name}: rounds better* | {} |\n",
-            cells.join(" | ")
-        ));
-    }
-    for name in ["wspulse/nginx", "wspulse/haproxy"] {
-        let Some(w) = won.get(name) else { continue };
-        let cells: Vec<String> = KEYS
-            .iter()
-            .map(
-                |k| match w.get(*k).and_then(|r| r.get("median_ratio")?.as_f64()) {
-                    Some(x) => format!("{x:.2}×"),
-                    None => "—".to_string(),
-                },
-            )
-            .collect();
-        md.push_str(&format!(
-            "| *{name}: median same-round ratio* | {} |\n",
-            cells.join(" | ")
-        ));
+    // Two rows per other proxy and kind of figure: rounds better, then median ratio.
+    type Cell = fn(&Value) -> Option<String>;
+    let rows: [(&str, Cell); 2] = [
+        ("rounds better", |r| {
+            Some(format!(
+                "{}/{}",
+                r.get("won")?.as_u64()?,
+                r.get("of")?.as_u64()?
+            ))
+        }),
+        ("median same-round ratio", |r| {
+            Some(format!("{:.2}×", r.get("median_ratio")?.as_f64()?))
+        }),
+    ];
+    for (label, cell) in rows {
+        for name in ["wspulse/nginx", "wspulse/haproxy"] {
+            let Some(w) = won.get(name) else { continue };
+            let cells: Vec<String> = KEYS
+                .iter()
+                .map(|k| w.get(*k).and_then(cell).unwrap_or_else(|| "—".into()))
+                .collect();
+            md.push_str(&format!("| *{name}: {label}* | {} |\n", cells.join(" | ")));
+        }
     }
     md
 }
@@ -1911,13 +1902,13 @@ mod tests {
         let o = rounds(&[(1, 70.0), (2, 75.0), (3, 90.0)]);
         // Round 4 has no partner; round 3 is a tie, not a win.
         let won = |higher_better| {
-            let p = rounds_won(&w, &o, higher_better);
+            let p = same_rounds(&w, &o, higher_better);
             (p.won, p.of)
         };
         assert_eq!(won(true), (1, 3));
         assert_eq!(won(false), (1, 3));
         assert_eq!(
-            rounds_won(&w, &BTreeMap::new(), true),
+            same_rounds(&w, &BTreeMap::new(), true),
             Paired {
                 won: 0,
                 of: 0,
@@ -1931,15 +1922,15 @@ mod tests {
         // Ratios 80/70, 60/75, 90/90: median 1.0, whatever the direction.
         let w = rounds(&[(1, 80.0), (2, 60.0), (3, 90.0), (4, 70.0)]);
         let o = rounds(&[(1, 70.0), (2, 75.0), (3, 90.0)]);
-        assert_eq!(rounds_won(&w, &o, true).median_ratio, Some(1.0));
+        assert_eq!(same_rounds(&w, &o, true).median_ratio, Some(1.0));
         // An even count takes the mean of the middle two: 0.8 and 1.25.
         let w = rounds(&[(1, 80.0), (2, 125.0)]);
         let o = rounds(&[(1, 100.0), (2, 100.0)]);
-        assert_eq!(rounds_won(&w, &o, false).median_ratio, Some(1.025));
+        assert_eq!(same_rounds(&w, &o, false).median_ratio, Some(1.025));
         // Slow rounds for everyone do not move it: both targets 20 % slower in round 2.
         let w = rounds(&[(1, 100.0), (2, 80.0), (3, 100.0)]);
         let o = rounds(&[(1, 90.0), (2, 72.0), (3, 90.0)]);
-        let m = rounds_won(&w, &o, true).median_ratio.unwrap();
+        let m = same_rounds(&w, &o, true).median_ratio.unwrap();
         assert!((m - 100.0 / 90.0).abs() < 1e-9, "{m}");
     }
 

@@ -11,6 +11,7 @@
 //! by construction: it counts the open when it is made and the close when it
 //! is dropped, whatever path the session took.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus::{
@@ -490,8 +491,10 @@ pub struct Totals {
 /// What the guard knows about a session from its handshake.
 #[derive(Debug, Clone, Default)]
 pub struct SessionInfo {
-    /// The client's socket address.
-    pub client_addr: String,
+    /// The client's socket address, kept as one and formatted only where
+    /// shown (`/closures`, logs): a per-session `to_string` was most of the
+    /// handshake's formatting cost.
+    pub client_addr: Option<SocketAddr>,
     /// The request path (without the query).
     pub path: String,
 }

@@ -5,6 +5,7 @@
 //! often; this says which sessions, on which route, after how much idle time.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,8 +38,8 @@ pub struct ClosureRecord {
     pub cause: &'static str,
     /// The route label.
     pub route: String,
-    /// The client's address.
-    pub client_addr: String,
+    /// The client's address (serialised as `"ip:port"`).
+    pub client_addr: Option<SocketAddr>,
     /// The request path.
     pub path: String,
     /// Data messages client → upstream.

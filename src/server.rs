@@ -64,8 +64,7 @@ impl Server {
                 .map_err(|source| BindError { addr, what, source })
         };
         let listener = bind(settings.listen.addr, "listen.addr").await?;
-        // Accepted sockets inherit it.
-        listener::piggyback_acks(&listener);
+        listener::tune_listener(&listener);
         let admin = bind(settings.admin.addr, "admin.addr").await?;
         let drain = Drain::new(settings.shutdown.spread);
         let shared = Arc::new(Shared::new(settings, metrics, drain, TaskTracker::new()));

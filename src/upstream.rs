@@ -103,6 +103,10 @@ impl UpstreamError {
 /// leg would otherwise carry too.
 pub type UpstreamStream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
+/// The proxy is the client on this leg: the upstream closes TCP first,
+/// so no write of ours is the last before a close.
+impl crate::ws::Transport for UpstreamStream {}
+
 /// An established upstream leg.
 pub struct Dialed {
     /// The WebSocket to the upstream.
@@ -400,28 +404,29 @@ async fn dial_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
 
 /// Resolve and connect, trying each address in turn.
 async fn connect(host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+    let addrs = tokio::net::lookup_host((host, port))
         .await
         .map_err(|source| UpstreamError::Dns {
             host: host.to_string(),
             source,
-        })?
-        .collect();
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    let mut last_addr = format!("{host}:{port}");
+        })?;
+    // The error is built only when every address failed: on the happy path
+    // (every session) nothing is formatted or allocated here.
+    let mut last = None;
     for addr in addrs {
         match dial_tcp(addr).await {
             Ok(tcp) => return Ok(tcp),
-            Err(e) => {
-                last = e;
-                last_addr = addr.to_string();
-            }
+            Err(e) => last = Some((addr, e)),
         }
     }
-    Err(UpstreamError::Unreachable {
-        addr: last_addr,
-        source: last,
-    })
+    let (addr, source) = match last {
+        Some((addr, e)) => (addr.to_string(), e),
+        None => (
+            format!("{host}:{port}"),
+            io::Error::new(io::ErrorKind::NotFound, "no address"),
+        ),
+    };
+    Err(UpstreamError::Unreachable { addr, source })
 }
 
 /// Headers never forwarded: hop-by-hop (RFC 9110 §7.6.1) and the ones the

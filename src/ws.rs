@@ -41,7 +41,8 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{
@@ -93,6 +94,40 @@ fn give_buf(mut buf: BytesMut) {
             pool.push(buf);
         }
     });
+}
+
+/// The connection under a leg.
+///
+/// `poll_write_last` writes the last bytes before the connection is
+/// dropped: the server-role leg's echo of the peer's Close, after which
+/// the stream ends and the session drops the socket at once (§7.1.1). On
+/// TCP it sends with `MSG_MORE`, so the kernel holds the bytes until the
+/// close a moment later and sends them with the FIN in one segment, as
+/// HAProxy does, rather than the Close frame and then a bare FIN. The
+/// peer (a browser, a phone) then wakes once for the end instead of twice.
+/// The default is a plain write.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {
+    fn poll_write_last(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write(cx, buf)
+    }
+}
+
+impl Transport for TcpStream {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn poll_write_last(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let tcp: &TcpStream = self;
+        loop {
+            ready!(tcp.poll_write_ready(cx))?;
+            let sent = tcp.try_io(Interest::WRITABLE, || {
+                socket2::SockRef::from(tcp)
+                    .send_with_flags(buf, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
 }
 
 /// Message and frame size limits for one leg (`limits.*`).
@@ -477,7 +512,7 @@ impl<S> WsStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+impl<S: Transport> WsStream<S> {
     /// Write out everything queued (and the Pong owed), then flush `io`.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         if self.state == State::Terminated && self.wbuf.is_empty() {
@@ -491,8 +526,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         {
             self.queue(true, PONG, &data);
         }
+        // A server leg that can read no more writes its last bytes: the
+        // stream ends after this flush and the socket is dropped.
+        let last = self.role == Role::Server && !self.state.can_read();
         while !self.wbuf.is_empty() {
-            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf)) {
+            let written = if last {
+                self.io.poll_write_last(cx, &self.wbuf)
+            } else {
+                Pin::new(&mut self.io).poll_write(cx, &self.wbuf)
+            };
+            match ready!(written) {
                 Ok(0) => {
                     return Poll::Ready(Err(Error::Io(io::Error::new(
                         io::ErrorKind::ConnectionReset,
@@ -607,7 +650,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsStream<S> {
+impl<S: Transport> Stream for WsStream<S> {
     type Item = Result<Message, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -630,7 +673,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WsStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WsStream<S> {
+impl<S: Transport> Sink<Message> for WsStream<S> {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
@@ -689,6 +732,8 @@ mod tests {
     use crate::wire::encode_frame;
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    impl Transport for DuplexStream {}
 
     const LIMITS: Limits = Limits {
         max_message_size: 1 << 20,

@@ -336,7 +336,7 @@ fn median(key: &str, out: &Path, files: &[PathBuf]) -> i32 {
 
 /// Figures of a phase result kept for every round (for the report's spread and
 /// round-by-round comparison).
-const ROUND_KEYS: [&str; 7] = [
+const ROUND_KEYS: [&str; 8] = [
     "msgs_per_s",
     "p50_us",
     "p99_us",
@@ -344,6 +344,7 @@ const ROUND_KEYS: [&str; 7] = [
     "kib_per_session",
     "setup_per_s",
     "cpu_s_per_million",
+    "cpu_us_per_setup",
 ];
 
 /// The round a result file belongs to: bench/run writes `rounds/N/TARGET/PHASE.json`.
@@ -1376,16 +1377,31 @@ async fn setup(a: SetupArgs) -> Value {
     }
     let procs = Procs::new(&a.common);
     let m_start = Instant::now() + secs(a.warmup);
-    let load = tokio::spawn(watch_load(procs, m_start, m_start + secs(a.duration)));
+    let load = tokio::spawn(watch_load(
+        procs.clone(),
+        m_start,
+        m_start + secs(a.duration),
+    ));
     tokio::time::sleep_until(m_start).await;
-    let (c0, t0) = (ok.load(Ordering::Relaxed), Instant::now());
+    let (c0, cpu0, h0, t0) = (
+        ok.load(Ordering::Relaxed),
+        procs.cpu_seconds(),
+        procs.harness_cpu_seconds(),
+        Instant::now(),
+    );
     sleep(secs(a.duration)).await;
-    let (c1, t1) = (ok.load(Ordering::Relaxed), Instant::now());
+    let (c1, cpu1, h1, t1) = (
+        ok.load(Ordering::Relaxed),
+        procs.cpu_seconds(),
+        procs.harness_cpu_seconds(),
+        Instant::now(),
+    );
     stop.store(true, Ordering::Relaxed);
     let (foreign, foreign_peak) = join_load(load).await;
     join_all_bounded(handles, hard_deadline, &errors).await;
     let elapsed = (t1 - t0).as_secs_f64();
     let n = c1.saturating_sub(c0);
+    let cpu = cpu0.zip(cpu1).map(|(x, y)| y - x);
     let (ej, et) = errors.to_json();
     json!({
         "phase": "setup",
@@ -1398,6 +1414,11 @@ async fn setup(a: SetupArgs) -> Value {
         "foreign_cpu_cores": foreign,
         "foreign_cpu_cores_peak": foreign_peak,
         "setup_per_s": if elapsed > 0.0 && n > 0 { Some((n as f64 / elapsed).round()) } else { None },
+        // The target's CPU per session: what tells the proxies apart when the load
+        // generator's core, not the proxy's, sets the rate (harness_cpu_cores near 1).
+        "cpu_us_per_setup": cpu.filter(|_| n > 0).map(|c| round2(c / n as f64 * 1e6)),
+        "target_cpu_cores": cpu.filter(|_| elapsed > 0.0).map(|c| round2(c / elapsed)),
+        "harness_cpu_cores": (elapsed > 0.0).then(|| round2((h1 - h0) / elapsed)),
         "errors": ej,
         "errors_total": et,
     })
@@ -1472,7 +1493,7 @@ fn free_ports(n: usize) -> i32 {
 // ---------------------------------------------------------------------------------------
 // report
 
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "throughput_64b",
     "throughput_16k",
     "p50_us",
@@ -1481,6 +1502,7 @@ const KEYS: [&str; 8] = [
     "idle_kib_per_session",
     "setup_per_s",
     "cpu_s_per_million",
+    "cpu_us_per_setup",
 ];
 
 fn read_json(p: &Path) -> Option<Value> {
@@ -1508,12 +1530,13 @@ fn fmt_metric(key: &str, v: &Value) -> String {
             }
         }
         "cpu_s_per_million" => format!("{x:.2}"),
+        "cpu_us_per_setup" => format!("{x:.1}"),
         _ => format!("{}", x.round() as i64),
     }
 }
 
 /// Where each line of the table comes from, in the order of `KEYS`: (phase file, field).
-const SOURCES: [(&str, &str); 8] = [
+const SOURCES: [(&str, &str); 9] = [
     ("tp64", "msgs_per_s"),
     ("tp16k", "msgs_per_s"),
     ("lat", "p50_us"),
@@ -1522,6 +1545,7 @@ const SOURCES: [(&str, &str); 8] = [
     ("idle", "kib_per_session"),
     ("setup", "setup_per_s"),
     ("tp64", "cpu_s_per_million"),
+    ("setup", "cpu_us_per_setup"),
 ];
 
 fn higher_is_better(key: &str) -> bool {
@@ -1618,6 +1642,10 @@ fn report(a: ReportArgs) -> i32 {
             "cpu_s_per_million".into(),
             num(tp64.as_ref(), "cpu_s_per_million"),
         );
+        m.insert(
+            "cpu_us_per_setup".into(),
+            num(setup.as_ref(), "cpu_us_per_setup"),
+        );
         tj.insert(t.clone(), Value::Object(m));
         let phase_of = |name: &str| match name {
             "idle" => idle.as_ref(),
@@ -1664,6 +1692,18 @@ fn report(a: ReportArgs) -> i32 {
                 .map_or(String::new(), |c| format!(", the target's {c:.2}"));
             notes.push(format!(
                 "64 B throughput bounded by the load generator's core ({h:.2} cores busy{own})"
+            ));
+        }
+        if let Some(st) = &setup
+            && let Some(h) = st.get("harness_cpu_cores").and_then(Value::as_f64)
+            && h >= a.saturated_threshold
+        {
+            let own = st
+                .get("target_cpu_cores")
+                .and_then(Value::as_f64)
+                .map_or(String::new(), |c| format!(", the target's {c:.2}"));
+            notes.push(format!(
+                "setups/s bounded by the load generator's core ({h:.2} cores busy{own})"
             ));
         }
         notes_j.insert(t.clone(), json!(notes));
@@ -1758,8 +1798,8 @@ fn report(a: ReportArgs) -> i32 {
     if !a.header.is_empty() {
         md.push('\n');
     }
-    md.push_str("| target | msg/s 64 B | msg/s 16 KiB | p50 µs | p99 µs | p99.9 µs | idle KiB/session | setups/s | CPU s per 1M msgs | errors | notes |\n");
-    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    md.push_str("| target | msg/s 64 B | msg/s 16 KiB | p50 µs | p99 µs | p99.9 µs | idle KiB/session | setups/s | CPU s per 1M msgs | CPU µs per setup | errors | notes |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for t in &targets {
         let m = tj.get(t).cloned().unwrap_or(Value::Null);
         let cells: Vec<String> = KEYS
@@ -1830,8 +1870,8 @@ fn spread_md(targets: &[String], spread: &Map<String, Value>, won: &Map<String, 
     let mut md = String::from(
         "\n### Across rounds\n\nThe table above takes each phase's median round. Here: the lowest and highest round of each line, and in how many rounds wspulse did better than the other proxy on that line (same round: a phase runs on every target in turn, seconds apart; ties count as not better), and the median of those same-round ratios, the estimate the machine's slow spells move least.\n\n",
     );
-    md.push_str("| target | msg/s 64 B | msg/s 16 KiB | p50 µs | p99 µs | p99.9 µs | idle KiB/session | setups/s | CPU s per 1M msgs |\n");
-    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| target | msg/s 64 B | msg/s 16 KiB | p50 µs | p99 µs | p99.9 µs | idle KiB/session | setups/s | CPU s per 1M msgs | CPU µs per setup |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for t in targets {
         let Some(s) = spread.get(t) else { continue };
         let cells: Vec<String> = KEYS

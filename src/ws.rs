@@ -41,7 +41,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
-use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -118,7 +118,7 @@ impl Transport for TcpStream {
         let tcp: &TcpStream = self;
         loop {
             ready!(tcp.poll_write_ready(cx))?;
-            let sent = tcp.try_io(Interest::WRITABLE, || {
+            let sent = tcp.try_io(tokio::io::Interest::WRITABLE, || {
                 socket2::SockRef::from(tcp)
                     .send_with_flags(buf, libc::MSG_MORE | libc::MSG_NOSIGNAL)
             });

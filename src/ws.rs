@@ -103,9 +103,10 @@ fn give_buf(mut buf: BytesMut) {
 /// the stream ends and the session drops the socket at once (§7.1.1). On
 /// TCP it sends with `MSG_MORE`, so the kernel holds the bytes until the
 /// close a moment later and sends them with the FIN in one segment, as
-/// HAProxy does, rather than the Close frame and then a bare FIN. The
-/// peer (a browser, a phone) then wakes once for the end instead of twice.
-/// The default is a plain write.
+/// HAProxy does, rather than the Close frame and then a bare FIN: one
+/// segment fewer for every session the client closes. The socket must be
+/// dropped right after (the closing phase does, in the same poll), or the
+/// bytes wait. The default is a plain write.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin {
     fn poll_write_last(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(self).poll_write(cx, buf)

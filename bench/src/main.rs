@@ -1682,29 +1682,19 @@ fn report(a: ReportArgs) -> i32 {
                 "busy machine: other processes used {avg:.2} cores during a phase; figures unreliable"
             ));
         }
-        if let Some(tp) = &tp64
-            && let Some(h) = tp.get("harness_cpu_cores").and_then(Value::as_f64)
-            && h >= a.saturated_threshold
-        {
-            let own = tp
-                .get("target_cpu_cores")
-                .and_then(Value::as_f64)
-                .map_or(String::new(), |c| format!(", the target's {c:.2}"));
-            notes.push(format!(
-                "64 B throughput bounded by the load generator's core ({h:.2} cores busy{own})"
-            ));
-        }
-        if let Some(st) = &setup
-            && let Some(h) = st.get("harness_cpu_cores").and_then(Value::as_f64)
-            && h >= a.saturated_threshold
-        {
-            let own = st
-                .get("target_cpu_cores")
-                .and_then(Value::as_f64)
-                .map_or(String::new(), |c| format!(", the target's {c:.2}"));
-            notes.push(format!(
-                "setups/s bounded by the load generator's core ({h:.2} cores busy{own})"
-            ));
+        for (phase, line) in [(&tp64, "64 B throughput"), (&setup, "setups/s")] {
+            if let Some(v) = phase
+                && let Some(h) = v.get("harness_cpu_cores").and_then(Value::as_f64)
+                && h >= a.saturated_threshold
+            {
+                let own = v
+                    .get("target_cpu_cores")
+                    .and_then(Value::as_f64)
+                    .map_or(String::new(), |c| format!(", the target's {c:.2}"));
+                notes.push(format!(
+                    "{line} bounded by the load generator's core ({h:.2} cores busy{own})"
+                ));
+            }
         }
         notes_j.insert(t.clone(), json!(notes));
 

@@ -32,6 +32,7 @@ const KNOWN_KEYS: &[&str] = &[
     "upstream.url",
     "upstream.connect_timeout",
     "upstream.ca_file",
+    "upstream.dns_refresh",
     "keepalive.interval",
     "keepalive.timeout",
     "limits.max_message_size",
@@ -96,6 +97,9 @@ pub struct UpstreamSettings {
     /// Extra trusted CA certificates (PEM) for a `wss://` upstream, on top
     /// of the Mozilla roots; `""` (default) for none.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Re-resolve the upstream's host name this often, in the background;
+    /// zero resolves it for every session (default 5s). See [`crate::resolver`].
+    pub dns_refresh: Duration,
 }
 
 /// A parsed `ws://` or `wss://` upstream URL without query or fragment.
@@ -198,6 +202,7 @@ impl Default for Settings {
                 },
                 connect_timeout: secs(5),
                 ca_file: None,
+                dns_refresh: secs(5),
             },
             keepalive: KeepaliveSettings {
                 interval: secs(15),
@@ -627,6 +632,7 @@ fn apply(s: &mut Settings, key: &str, f: &Field<'_>) -> Result<(), String> {
                 Some(path.into())
             };
         }
+        "upstream.dns_refresh" => s.upstream.dns_refresh = f.duration()?,
         "keepalive.interval" => s.keepalive.interval = f.duration()?,
         "keepalive.timeout" => s.keepalive.timeout = f.duration()?,
         "limits.max_message_size" => s.limits.max_message_size = f.size()?,
@@ -971,7 +977,8 @@ impl Settings {
     pub fn to_toml(&self) -> String {
         let mut out = format!(
             "[listen]\naddr = {listen}\n\n\
-             [upstream]\nurl = {url}\nconnect_timeout = {connect}\nca_file = {ca}\n\n\
+             [upstream]\nurl = {url}\nconnect_timeout = {connect}\nca_file = {ca}\n\
+             dns_refresh = {dns}\n\n\
              [keepalive]\ninterval = {interval}\ntimeout = {timeout}\n\n\
              [limits]\nmax_message_size = {msg}\nmax_frame_size = {frame}\n\
              handshake_timeout = {handshake}\nmax_connections = {conns}\n\n\
@@ -989,6 +996,7 @@ impl Settings {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default()
             ),
+            dns = quote(&fmt_duration(self.upstream.dns_refresh)),
             interval = quote(&fmt_duration(self.keepalive.interval)),
             timeout = quote(&fmt_duration(self.keepalive.timeout)),
             msg = size_value(self.limits.max_message_size),

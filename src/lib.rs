@@ -10,6 +10,8 @@
 //! - [`server`]: binds the listeners, runs the proxy, drains on shutdown.
 //! - [`listener`]: accept loop and HTTP upgrade; one task per session.
 //! - [`upstream`]: dialing the upstream, header forwarding, failure statuses.
+//! - [`resolver`]: the upstream's addresses, resolved once and refreshed in
+//!   the background.
 //! - [`session`]: the relay loop between the two legs.
 //! - [`keepalive`]: the proxy's ping/pong schedule and RTT, no I/O.
 //! - [`closure`]: pure classification of how a session ended.
@@ -39,6 +41,7 @@ pub mod keepalive;
 pub mod listener;
 pub mod metrics;
 pub mod recent;
+pub mod resolver;
 pub mod server;
 pub mod session;
 pub mod shutdown;

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Route, Settings};
 use crate::metrics::{Metrics, RouteId, SessionInfo};
+use crate::resolver::Resolver;
 use crate::session::{CLOSE_TIMEOUT, Session, SessionConfig};
 use crate::shutdown::Drain;
 use crate::upstream;
@@ -52,6 +53,8 @@ pub(crate) struct Shared {
     pub session_config: SessionConfig,
     /// TLS client settings, built once, when the upstream is `wss://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The upstream's addresses, shared by every dial.
+    pub resolver: Arc<Resolver>,
     routes: Vec<(usize, Route)>,
 }
 
@@ -81,8 +84,11 @@ impl Shared {
         } else {
             None
         };
+        let up = &settings.upstream;
+        let resolver = Resolver::new(&up.url.host, up.url.port, up.dns_refresh);
         Shared {
             tls,
+            resolver,
             sessions: Arc::new(Semaphore::new(settings.limits.max_connections)),
             rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
             settings,
@@ -282,6 +288,7 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
     let s = &shared.settings;
     let dialed = match upstream::dial(
         &s.upstream.url,
+        &shared.resolver,
         &req.path_and_query,
         headers,
         s.upstream.connect_timeout,

@@ -24,6 +24,7 @@ use tokio_util::either::Either;
 
 use crate::config::UpstreamUrl;
 use crate::metrics::ConnectFailure;
+use crate::resolver::Resolver;
 use crate::ws::{Limits, WsStream};
 
 /// Why the upstream could not be reached or refused the session.
@@ -149,6 +150,7 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
 /// and upgrade, all within `timeout`.
 pub async fn dial(
     url: &UpstreamUrl,
+    resolver: &Arc<Resolver>,
     path_and_query: &str,
     headers: HeaderMap,
     timeout: Duration,
@@ -164,7 +166,7 @@ pub async fn dial(
         }
         (false, _) => None,
     };
-    let work = dial_inner(url, path_and_query, headers, limits, tls);
+    let work = dial_inner(url, resolver, path_and_query, headers, limits, tls);
     tokio::time::timeout(timeout, work)
         .await
         .unwrap_or(Err(UpstreamError::Timeout(timeout)))
@@ -172,12 +174,13 @@ pub async fn dial(
 
 async fn dial_inner(
     url: &UpstreamUrl,
+    resolver: &Arc<Resolver>,
     path_and_query: &str,
     headers: HeaderMap,
     limits: Limits,
     tls: Option<Arc<ClientConfig>>,
 ) -> Result<Dialed, UpstreamError> {
-    let tcp = connect(&url.host, url.port).await?;
+    let tcp = connect(resolver).await?;
     let mut stream = match tls {
         Some(tls) => {
             let name = ServerName::try_from(url.host.clone())
@@ -402,27 +405,35 @@ async fn dial_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
     socket.connect(addr).await
 }
 
-/// Resolve and connect, trying each address in turn.
-async fn connect(host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
-    let addrs = tokio::net::lookup_host((host, port))
+/// Connect to the first of the upstream's addresses that accepts
+/// ([`Resolver`] knows them and which one worked last).
+async fn connect(resolver: &Arc<Resolver>) -> Result<TcpStream, UpstreamError> {
+    let candidates = resolver
+        .candidates()
         .await
         .map_err(|source| UpstreamError::Dns {
-            host: host.to_string(),
+            host: resolver.host().to_string(),
             source,
         })?;
     // The error is built only when every address failed: on the happy path
     // (every session) nothing is formatted or allocated here.
     let mut last = None;
-    for addr in addrs {
+    for (i, addr) in candidates.iter().enumerate() {
         match dial_tcp(addr).await {
-            Ok(tcp) => return Ok(tcp),
+            Ok(tcp) => {
+                if i > 0 {
+                    resolver.connected(addr);
+                }
+                return Ok(tcp);
+            }
             Err(e) => last = Some((addr, e)),
         }
     }
+    resolver.all_failed();
     let (addr, source) = match last {
         Some((addr, e)) => (addr.to_string(), e),
         None => (
-            format!("{host}:{port}"),
+            resolver.host().to_string(),
             io::Error::new(io::ErrorKind::NotFound, "no address"),
         ),
     };

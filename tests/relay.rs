@@ -285,6 +285,33 @@ async fn unreachable_upstream_is_502() {
     proxy.finish().await;
 }
 
+/// An upstream named by host name (`localhost`) is resolved and relays like
+/// an IP address, session after session (the resolution cache is unit-tested
+/// in `resolver`; a name that does not resolve is not tried here, since how
+/// fast that fails depends on the machine's DNS).
+#[tokio::test]
+async fn upstream_by_host_name_relays() {
+    let echo = EchoServer::builder().start().await.unwrap();
+    let proxy = start_proxy(settings(&format!("ws://localhost:{}", echo.addr().port()))).await;
+    for i in 0..3 {
+        let mut ws = proxy.connect("/").await;
+        send_text(&mut ws, &format!("hello {i}")).await;
+        assert_eq!(
+            next(&mut ws).await,
+            Some(Message::text(format!("hello {i}")))
+        );
+        ws.close(None).await.unwrap();
+    }
+    proxy.wait_ended(3).await;
+    let text = proxy.scrape().await;
+    assert_eq!(metric(&text, "wspulse_connections_opened_total", &[]), 3.0);
+    assert_eq!(
+        metric(&text, "wspulse_upstream_connect_failures_total", &[]),
+        0.0
+    );
+    proxy.finish().await;
+}
+
 /// An upstream that accepts TCP but never answers the upgrade: 504 after
 /// `upstream.connect_timeout`, reason="timeout".
 #[tokio::test]

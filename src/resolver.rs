@@ -49,8 +49,9 @@ pub struct Resolver {
     host: String,
     port: u16,
     refresh: Duration,
-    /// The URL names an IP address: nothing to resolve, no lock to take.
-    literal: Option<SocketAddr>,
+    /// The URL names an IP address: nothing to resolve, no lock to take
+    /// (kept as the slice every dial shares, so a dial allocates nothing).
+    literal: Option<Arc<[SocketAddr]>>,
     lookup: Box<Lookup>,
     state: Mutex<State>,
 }
@@ -75,16 +76,13 @@ struct State {
 pub struct Candidates {
     addrs: Arc<[SocketAddr]>,
     first: usize,
-    literal: Option<SocketAddr>,
 }
 
 impl Candidates {
     /// The addresses, starting with the one that connected last.
     pub fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         let n = self.addrs.len();
-        self.literal
-            .into_iter()
-            .chain((0..n).map(move |k| self.addrs[(self.first + k) % n]))
+        (0..n).map(move |k| self.addrs[(self.first + k) % n])
     }
 }
 
@@ -111,7 +109,10 @@ impl Resolver {
             host: host.to_string(),
             port,
             refresh,
-            literal: host.parse::<IpAddr>().ok().map(|ip| (ip, port).into()),
+            literal: host
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| Arc::from([SocketAddr::from((ip, port))])),
             lookup,
             state: Mutex::new(State::default()),
         })
@@ -129,11 +130,10 @@ impl Resolver {
 
     /// The addresses to dial now (see the table in the module docs).
     pub async fn candidates(self: &Arc<Self>) -> io::Result<Candidates> {
-        if let Some(addr) = self.literal {
+        if let Some(addrs) = &self.literal {
             return Ok(Candidates {
-                addrs: Arc::from([]),
+                addrs: addrs.clone(),
                 first: 0,
-                literal: Some(addr),
             });
         }
         if !self.refresh.is_zero() {
@@ -152,16 +152,11 @@ impl Resolver {
                 return Ok(Candidates {
                     addrs: st.addrs.clone(),
                     first: st.preferred,
-                    literal: None,
                 });
             }
         }
         let addrs = self.resolve().await?;
-        Ok(Candidates {
-            addrs,
-            first: 0,
-            literal: None,
-        })
+        Ok(Candidates { addrs, first: 0 })
     }
 
     /// Resolve now and keep the result; on failure keep what we had.

@@ -1588,10 +1588,49 @@ fn same_rounds(a: &BTreeMap<u64, f64>, b: &BTreeMap<u64, f64>, higher_better: bo
         n if n % 2 == 1 => Some(ratios[n / 2]),
         n => Some((ratios[n / 2 - 1] + ratios[n / 2]) / 2.0),
     };
+    let interval = median_interval(ratios.len()).map(|k| (ratios[k - 1], ratios[ratios.len() - k]));
     Paired {
         won,
         of: pairs.len(),
         median_ratio,
+        interval,
+    }
+}
+
+/// For `n` sorted values, the rank `k` (1-based) such that the `k`-th lowest
+/// and the `k`-th highest bound a distribution-free interval holding the
+/// median with at least 95 % confidence: the largest `k` with
+/// P(Binomial(n, ½) ≤ k − 1) ≤ 2.5 %. It assumes nothing about the shape of
+/// the ratios' spread, only that rounds are independent draws. `None` below
+/// 6 values, too few for any such interval. For 11 rounds `k` = 2 (98.8 %),
+/// for 12 `k` = 3 (96.1 %).
+fn median_interval(n: usize) -> Option<usize> {
+    // P(B <= j) = sum_{i<=j} C(n, i) / 2^n, accumulated in f64 (n is small).
+    let total = 2f64.powi(i32::try_from(n).ok()?);
+    let (mut c, mut cum, mut k) = (1.0f64, 0.0f64, None);
+    for j in 0..n / 2 {
+        cum += c; // C(n, j)
+        if cum / total > 0.025 {
+            break;
+        }
+        k = Some(j + 1);
+        c = c * (n - j) as f64 / (j + 1) as f64;
+    }
+    k
+}
+
+/// Where wspulse stands on a line, from the 95 % interval of its median
+/// same-round ratio: "ahead" or "behind" when the whole interval is on one
+/// side of 1, else "level" (the rounds cannot tell the two apart).
+fn verdict(lo: f64, hi: f64, higher_better: bool) -> &'static str {
+    let (better, worse) = match higher_better {
+        true => (lo > 1.0, hi < 1.0),
+        false => (hi < 1.0, lo > 1.0),
+    };
+    match (better, worse) {
+        (true, _) => "ahead",
+        (_, true) => "behind",
+        _ => "level",
     }
 }
 
@@ -1601,6 +1640,8 @@ struct Paired {
     won: usize,
     of: usize,
     median_ratio: Option<f64>,
+    /// The 95 % interval of the median ratio ([`median_interval`]), low, high.
+    interval: Option<(f64, f64)>,
 }
 
 fn min_max(v: &BTreeMap<u64, f64>) -> Option<(f64, f64)> {
@@ -1738,10 +1779,16 @@ fn report(a: ReportArgs) -> i32 {
             if let (Some(a), Some(b)) = (w_rounds.get(i), o_rounds.get(i)) {
                 let p = same_rounds(a, b, higher_is_better(k));
                 if p.of > 0 {
-                    let median = p.median_ratio.map(|x| (x * 1000.0).round() / 1000.0);
+                    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+                    let median = p.median_ratio.map(r3);
+                    let interval = p.interval.map(|(lo, hi)| [r3(lo), r3(hi)]);
+                    let verdict = p
+                        .interval
+                        .map(|(lo, hi)| verdict(lo, hi, higher_is_better(k)));
                     m.insert(
                         k.to_string(),
-                        json!({ "won": p.won, "of": p.of, "median_ratio": median }),
+                        json!({ "won": p.won, "of": p.of, "median_ratio": median,
+                                "median_ratio_95": interval, "verdict": verdict }),
                     );
                 }
             }
@@ -1858,7 +1905,7 @@ fn report(a: ReportArgs) -> i32 {
 /// same-round ratio.
 fn spread_md(targets: &[String], spread: &Map<String, Value>, won: &Map<String, Value>) -> String {
     let mut md = String::from(
-        "\n### Across rounds\n\nThe table above takes each phase's median round. Here: the lowest and highest round of each line, and in how many rounds wspulse did better than the other proxy on that line (same round: a phase runs on every target in turn, seconds apart; ties count as not better), and the median of those same-round ratios, the estimate the machine's slow spells move least.\n\n",
+        "\n### Across rounds\n\nThe table above takes each phase's median round. Here: the lowest and highest round of each line, and in how many rounds wspulse did better than the other proxy on that line (same round: a phase runs on every target in turn, seconds apart; ties count as not better), and the median of those same-round ratios, the estimate the machine's slow spells move least, with its 95 % interval (distribution-free, from the ranks of the ratios; from 6 rounds): \"ahead\" or \"behind\" when the whole interval is on one side of 1×, \"level\" when the rounds cannot tell wspulse and the other proxy apart.\n\n",
     );
     md.push_str("| target | msg/s 64 B | msg/s 16 KiB | p50 µs | p99 µs | p99.9 µs | idle KiB/session | setups/s | CPU s per 1M msgs | CPU µs per setup |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -1878,7 +1925,7 @@ fn spread_md(targets: &[String], spread: &Map<String, Value>, won: &Map<String, 
     }
     // Two rows per other proxy and kind of figure: rounds better, then median ratio.
     type Cell = fn(&Value) -> Option<String>;
-    let rows: [(&str, Cell); 2] = [
+    let rows: [(&str, Cell); 3] = [
         ("rounds better", |r| {
             Some(format!(
                 "{}/{}",
@@ -1888,6 +1935,15 @@ fn spread_md(targets: &[String], spread: &Map<String, Value>, won: &Map<String, 
         }),
         ("median same-round ratio", |r| {
             Some(format!("{:.2}×", r.get("median_ratio")?.as_f64()?))
+        }),
+        ("its 95 % interval", |r| {
+            let i = r.get("median_ratio_95")?.as_array()?;
+            Some(format!(
+                "{:.2}–{:.2}× {}",
+                i.first()?.as_f64()?,
+                i.get(1)?.as_f64()?,
+                r.get("verdict")?.as_str()?
+            ))
         }),
     ];
     for (label, cell) in rows {
@@ -1942,7 +1998,8 @@ mod tests {
             Paired {
                 won: 0,
                 of: 0,
-                median_ratio: None
+                median_ratio: None,
+                interval: None
             }
         );
     }
@@ -1962,6 +2019,37 @@ mod tests {
         let o = rounds(&[(1, 90.0), (2, 72.0), (3, 90.0)]);
         let m = same_rounds(&w, &o, true).median_ratio.unwrap();
         assert!((m - 100.0 / 90.0).abs() < 1e-9, "{m}");
+    }
+
+    #[test]
+    fn median_interval_ranks_match_the_binomial_table() {
+        // Below 6 values even the extremes hold the median less than 95 % of
+        // the time (2 × 1/32 > 5 % at 5).
+        assert_eq!(median_interval(0), None);
+        assert_eq!(median_interval(5), None);
+        assert_eq!(median_interval(6), Some(1));
+        assert_eq!(median_interval(8), Some(1));
+        assert_eq!(median_interval(9), Some(2));
+        assert_eq!(median_interval(11), Some(2));
+        assert_eq!(median_interval(12), Some(3));
+        assert_eq!(median_interval(22), Some(6));
+    }
+
+    #[test]
+    fn the_interval_decides_ahead_behind_or_level() {
+        // Twelve rounds: the interval is the 3rd lowest to the 3rd highest ratio.
+        let o = rounds(&(1..=12).map(|r| (r, 100.0)).collect::<Vec<_>>());
+        let w = rounds(&(1..=12).map(|r| (r, 100.0 + r as f64)).collect::<Vec<_>>());
+        let p = same_rounds(&w, &o, true);
+        assert_eq!(p.interval, Some((1.03, 1.10)));
+        assert_eq!(verdict(1.03, 1.10, true), "ahead");
+        assert_eq!(verdict(1.03, 1.10, false), "behind");
+        assert_eq!(verdict(0.97, 1.10, true), "level");
+        assert_eq!(verdict(0.90, 0.99, false), "ahead");
+        assert_eq!(
+            same_rounds(&rounds(&[(1, 1.0)]), &rounds(&[(1, 2.0)]), true).interval,
+            None
+        );
     }
 
     #[test]

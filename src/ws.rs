@@ -100,17 +100,29 @@ fn give_buf(mut buf: BytesMut) {
 ///
 /// `poll_write_last` writes the last bytes before the connection is
 /// dropped: the server-role leg's echo of the peer's Close, after which
-/// the stream ends and the session drops the socket at once (§7.1.1). On
-/// TCP it sends with `MSG_MORE`, so the kernel holds the bytes until the
-/// close a moment later and sends them with the FIN in one segment, as
-/// HAProxy does, rather than the Close frame and then a bare FIN: one
-/// segment fewer for every session the client closes. The socket must be
-/// dropped right after (the closing phase does, in the same poll), or the
-/// bytes wait. The default is a plain write.
+/// the stream ends and the session drops the socket at once (§7.1.1);
+/// `end_write` follows it. On TCP the first sends with `MSG_MORE`, so the
+/// kernel holds the bytes, and the second shuts the write side down, which
+/// sends them with the FIN in one segment, as HAProxy does, rather than
+/// the Close frame and then a bare FIN: one segment fewer for every
+/// session the client closes.
+///
+/// The shutdown is what makes the held bytes safe. Dropping the socket
+/// alone would send them too, unless the peer sent anything after its
+/// Close that we did not read (Autobahn case 7.1.3 pings right after it):
+/// then the kernel answers the close with a reset and throws away what
+/// it still holds, and the peer never gets our Close. The end-to-end suite
+/// caught that once in the node run. After the shutdown the bytes and the
+/// FIN are out; a reset after them no longer takes the Close along.
+///
+/// The defaults are a plain write and no shutdown (the drop closes).
 pub trait Transport: AsyncRead + AsyncWrite + Unpin {
     fn poll_write_last(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(self).poll_write(cx, buf)
     }
+
+    /// Send what `poll_write_last` wrote, with the FIN.
+    fn end_write(&mut self) {}
 }
 
 impl Transport for TcpStream {
@@ -128,6 +140,12 @@ impl Transport for TcpStream {
                 r => return Poll::Ready(r),
             }
         }
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn end_write(&mut self) {
+        // An error here (the peer reset first) leaves nothing to send.
+        let _ = socket2::SockRef::from(&*self).shutdown(std::net::Shutdown::Write);
     }
 }
 
@@ -530,6 +548,7 @@ impl<S: Transport> WsStream<S> {
         // A server leg that can read no more writes its last bytes: the
         // stream ends after this flush and the socket is dropped.
         let last = self.role == Role::Server && !self.state.can_read();
+        let wrote = !self.wbuf.is_empty();
         while !self.wbuf.is_empty() {
             let written = if last {
                 self.io.poll_write_last(cx, &self.wbuf)
@@ -549,6 +568,9 @@ impl<S: Transport> WsStream<S> {
                 Ok(n) => self.wbuf.advance(n),
                 Err(e) => return Poll::Ready(Err(self.io_error(e))),
             }
+        }
+        if last && wrote {
+            self.io.end_write();
         }
         if self.wbuf.capacity() > 0 {
             give_buf(std::mem::take(&mut self.wbuf));
@@ -735,6 +757,32 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     impl Transport for DuplexStream {}
+
+    /// The last bytes (our Close echo) reach the peer even when the peer
+    /// sent something after its Close that we never read: without the
+    /// shutdown, the close turns into a reset that discards the bytes
+    /// `MSG_MORE` held back (Autobahn 7.1.3 through wspulse, once).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn last_bytes_survive_unread_input_at_close() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        client.write_all(b"ping after close").await.unwrap();
+        // Arrived, and left unread.
+        server.readable().await.unwrap();
+        let n = std::future::poll_fn(|cx| server.poll_write_last(cx, b"CLOSE"))
+            .await
+            .unwrap();
+        assert_eq!(n, 5);
+        server.end_write();
+        drop(server);
+        let mut got = [0u8; 5];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"CLOSE");
+    }
 
     const LIMITS: Limits = Limits {
         max_message_size: 1 << 20,

@@ -4,8 +4,8 @@
 //! Resolving the upstream's host name for every session costs a hop to the
 //! blocking pool and a `getaddrinfo` (files, then DNS; in Kubernetes with
 //! `ndots:5`, several queries to the cluster DNS per session). With
-//! `ws://localhost:…` that was about a fifth more proxy CPU per session and
-//! 4–6 % fewer setups per second (`bench/README.md`). nginx resolves its
+//! `ws://localhost:…` that was about a sixth more proxy CPU per session
+//! (`bench/README.md`). nginx resolves its
 //! upstreams once at start; Envoy re-resolves a name on a timer
 //! (`dns_refresh_rate`, 5 s). wspulse does what Envoy does, so a Service
 //! or pod that moves is followed within the interval:
@@ -15,12 +15,14 @@
 //! | URL names an IP address                    | uses it; nothing is resolved  |
 //! | `dns_refresh = "0s"`                       | resolves, waits for it        |
 //! | never resolved (first session)             | resolves, waits for it        |
-//! | resolved less than `dns_refresh` ago       | uses the cached addresses     |
-//! | older, or every address failed last time  | uses the cached addresses and starts one background resolution (none if one runs, or one ended less than [`MIN_RETRY`] ago) |
+//! | not due yet                                | uses the cached addresses     |
+//! | due                                        | uses the cached addresses and starts one background resolution, unless one runs |
 //!
-//! A background resolution that fails keeps the addresses it had (an
-//! unreachable DNS server does not take a working upstream down with it)
-//! and says so in the log. Addresses are tried in the resolver's order,
+//! A resolution is due `dns_refresh` after the last one ended, whether it
+//! found addresses or failed, and [`MIN_RETRY`] after it once every cached
+//! address has failed to connect. A background resolution that fails keeps
+//! the addresses it had (an unreachable DNS server does not take a working
+//! upstream down with it) and says so in the log, once per interval. Addresses are tried in the resolver's order,
 //! starting with the one that connected last, so a name with an address
 //! that refuses (`localhost` as `::1` for a server on `127.0.0.1`) costs
 //! one failed connect, not one per session.
@@ -35,9 +37,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-/// A background resolution starts no sooner than this after the last one
-/// ended, so a dead upstream whose sessions all fail does not turn into a
-/// query per session against the DNS server.
+/// When every cached address failed, the next resolution is due this long
+/// after the last one ended (not at once), so a dead upstream whose
+/// sessions all fail does not turn into a query per session against the
+/// DNS server.
 pub const MIN_RETRY: Duration = Duration::from_secs(1);
 
 type LookupFuture = Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>>;
@@ -58,14 +61,13 @@ pub struct Resolver {
 
 #[derive(Default)]
 struct State {
-    /// The last successful resolution; empty until the first.
+    /// The last successful resolution; empty until the first (a lookup
+    /// that finds no address is an error).
     addrs: Arc<[SocketAddr]>,
-    /// When `addrs` was resolved; `None` until the first resolution.
-    resolved_at: Option<Instant>,
     /// When the last resolution (good or bad) ended.
     tried_at: Option<Instant>,
-    /// Every address failed since the last resolution: refresh early.
-    failing: bool,
+    /// When the next resolution is due.
+    due_at: Option<Instant>,
     /// Index in `addrs` of the address that connected last: tried first.
     preferred: usize,
     /// A background resolution is under way.
@@ -139,12 +141,9 @@ impl Resolver {
         if !self.refresh.is_zero() {
             let now = crate::clock::recent();
             let mut st = self.state();
-            if let Some(at) = st.resolved_at {
-                let due = st.failing || now.saturating_duration_since(at) >= self.refresh;
-                let may_retry = st
-                    .tried_at
-                    .is_none_or(|t| now.saturating_duration_since(t) >= MIN_RETRY);
-                if due && may_retry && !st.refreshing {
+            if !st.addrs.is_empty() {
+                let due = st.due_at.is_none_or(|d| now >= d);
+                if due && !st.refreshing {
                     st.refreshing = true;
                     let me = self.clone();
                     tokio::spawn(async move { me.resolve().await });
@@ -170,9 +169,16 @@ impl Resolver {
         let mut st = self.state();
         st.refreshing = false;
         st.tried_at = Some(now);
+        // A refresh too long to add to the clock ("100000years"): a century.
+        let century = Duration::from_secs(100 * 365 * 86_400);
+        st.due_at = Some(
+            now.checked_add(self.refresh)
+                .unwrap_or_else(|| now + century),
+        );
+        let had = !st.addrs.is_empty();
         match found {
             Ok(addrs) => {
-                if st.resolved_at.is_some() && *st.addrs != *addrs {
+                if had && *st.addrs != *addrs {
                     info!(host = %self.host, old = ?st.addrs, new = ?addrs, "upstream addresses changed");
                 }
                 // Keep preferring the address that worked, if it is still there.
@@ -181,12 +187,10 @@ impl Resolver {
                     .and_then(|a| addrs.iter().position(|&b| b == a))
                     .unwrap_or(0);
                 st.addrs = addrs.into();
-                st.resolved_at = Some(now);
-                st.failing = false;
                 Ok(st.addrs.clone())
             }
             Err(e) => {
-                if st.resolved_at.is_some() {
+                if had {
                     warn!(host = %self.host, error = %e, kept = ?st.addrs, "cannot re-resolve the upstream; keeping its last addresses");
                 }
                 Err(e)
@@ -207,8 +211,12 @@ impl Resolver {
 
     /// Every candidate failed: resolve again early (see [`MIN_RETRY`]).
     pub fn all_failed(&self) {
-        if self.literal.is_none() {
-            self.state().failing = true;
+        if self.literal.is_some() {
+            return;
+        }
+        let mut st = self.state();
+        if let Some(soon) = st.tried_at.map(|t| t + MIN_RETRY) {
+            st.due_at = Some(st.due_at.map_or(soon, |d| d.min(soon)));
         }
     }
 }
@@ -320,7 +328,13 @@ mod tests {
         settle().await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert_eq!(list(&r).await, [addr("10.0.0.1:9000")], "kept");
-        // The next try waits for the interval again, then succeeds.
+        // No retry a second later (no query and no warning every second
+        // while the DNS is down)...
+        tokio::time::advance(MIN_RETRY).await;
+        list(&r).await;
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // ...the next try waits for the interval again, then succeeds.
         tokio::time::advance(Duration::from_secs(6)).await;
         list(&r).await;
         settle().await;

@@ -15,9 +15,11 @@
 //! recorded in the [`SessionGuard`], and then one closing phase sends the
 //! other leg its Close and waits (bounded) for the closing handshakes.
 //!
-//! The relay is generic over `Stream + Sink` of tungstenite's message type,
-//! so it runs on [`crate::ws::WsStream`] legs in production and on anything
-//! else in tests.
+//! A data message that arrives whole in one frame (nearly all of them) is
+//! relayed without becoming a [`Message`]: the read leg leaves it in its
+//! read buffer ([`Incoming::Data`]) and the other leg copies it straight
+//! into its write buffer. Everything else (control frames, reassembled
+//! fragments) goes through the [`Message`] path.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,23 +42,69 @@ use crate::closure::{self, Cause, Closure, Side, TerminalEvent, classify, event_
 use crate::keepalive::{Action, Keepalive, Pong};
 use crate::metrics::{Direction, Metrics, SessionGuard};
 use crate::shutdown::Drain;
+use crate::ws::{Incoming, Transport, WsStream};
 
 /// How long the closing phase waits for the peers' Close replies (outside a
 /// drain, whose deadline is `shutdown.drain_timeout`).
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A WebSocket leg: a stream of messages in, a sink of messages out.
+/// A WebSocket leg: a stream of messages in, a sink of messages out, and
+/// the relay's copy-once path for data messages ([`WsStream`]'s methods of
+/// the same names).
 pub trait Ws:
     Stream<Item = Result<Message, tungstenite::Error>>
     + Sink<Message, Error = tungstenite::Error>
     + Unpin
 {
+    /// [`WsStream::poll_incoming`].
+    fn poll_incoming(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Incoming, tungstenite::Error>>>;
+    /// [`WsStream::data`].
+    fn data(&self) -> &[u8];
+    /// [`WsStream::consume_data`].
+    fn consume_data(&mut self);
+    /// [`WsStream::send_data`].
+    fn send_data(&mut self, text: bool, payload: &[u8]) -> Result<(), tungstenite::Error>;
 }
-impl<T> Ws for T where
-    T: Stream<Item = Result<Message, tungstenite::Error>>
-        + Sink<Message, Error = tungstenite::Error>
-        + Unpin
-{
+
+impl<S: Transport> Ws for WsStream<S> {
+    fn poll_incoming(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Incoming, tungstenite::Error>>> {
+        WsStream::poll_incoming(self, cx)
+    }
+    fn data(&self) -> &[u8] {
+        WsStream::data(self)
+    }
+    fn consume_data(&mut self) {
+        WsStream::consume_data(self)
+    }
+    fn send_data(&mut self, text: bool, payload: &[u8]) -> Result<(), tungstenite::Error> {
+        WsStream::send_data(self, text, payload)
+    }
+}
+
+/// A leg on the heap (the listener boxes each, so the session futures
+/// move a pointer).
+impl<W: Ws + ?Sized> Ws for Box<W> {
+    fn poll_incoming(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Incoming, tungstenite::Error>>> {
+        (**self).poll_incoming(cx)
+    }
+    fn data(&self) -> &[u8] {
+        (**self).data()
+    }
+    fn consume_data(&mut self) {
+        (**self).consume_data()
+    }
+    fn send_data(&mut self, text: bool, payload: &[u8]) -> Result<(), tungstenite::Error> {
+        (**self).send_data(text, payload)
+    }
 }
 
 /// Session settings, from the config.
@@ -183,6 +231,8 @@ impl<S: Ws> Leg<S> {
 
 /// What one turn of the relay loop saw.
 enum Event {
+    /// A data message, left in the leg's read buffer: text?, length.
+    Data(Side, bool, usize),
     Read(Side, Message),
     ReadError(Side, tungstenite::Error),
     Ended(Side),
@@ -335,9 +385,13 @@ impl<C: Ws, U: Ws> Session<C, U> {
     /// Act on one event; `Some` ends the relay.
     fn handle(&mut self, event: Event) -> Option<(TerminalEvent, String)> {
         match event {
-            Event::Read(side, msg) => {
+            Event::Data(side, text, len) => {
                 // The cached time: one clock read per relayed message was
                 // the relay's costliest user-space call at small messages.
+                self.guard.stats.last_activity = crate::clock::recent();
+                self.on_data(side, text, len)
+            }
+            Event::Read(side, msg) => {
                 self.guard.stats.last_activity = crate::clock::recent();
                 self.on_message(side, msg)
             }
@@ -406,6 +460,23 @@ impl<C: Ws, U: Ws> Session<C, U> {
             }
         }
         None
+    }
+
+    /// Relay the data message left in `from`'s read buffer.
+    fn on_data(&mut self, from: Side, text: bool, len: usize) -> Option<(TerminalEvent, String)> {
+        let relayed = match from {
+            Side::Upstream => {
+                self.count(Direction::UpstreamToClient, len);
+                relay_data(&mut self.upstream, &mut self.client, text)
+            }
+            _ => {
+                self.count(Direction::ClientToUpstream, len);
+                relay_data(&mut self.client, &mut self.upstream, text)
+            }
+        };
+        relayed
+            .err()
+            .map(|(side, e)| (event_of_error(side, &e), String::new()))
     }
 
     fn count(&mut self, dir: Direction, len: usize) {
@@ -629,8 +700,14 @@ fn poll_relay_read<A: Ws, B: Ws>(
             return None;
         }
     }
-    match from.poll_next(fcx) {
-        Poll::Ready(Some(Ok(msg))) => Some(Event::Read(from.side, msg)),
+    let Some(ws) = from.ws.as_mut() else {
+        return Some(Event::Ended(from.side));
+    };
+    match ws.poll_incoming(fcx) {
+        Poll::Ready(Some(Ok(Incoming::Data { text, len }))) => {
+            Some(Event::Data(from.side, text, len))
+        }
+        Poll::Ready(Some(Ok(Incoming::Message(msg)))) => Some(Event::Read(from.side, msg)),
         Poll::Ready(Some(Err(e))) => Some(Event::ReadError(from.side, e)),
         Poll::Ready(None) => Some(Event::Ended(from.side)),
         Poll::Pending => {
@@ -638,6 +715,27 @@ fn poll_relay_read<A: Ws, B: Ws>(
             None
         }
     }
+}
+
+/// Copy the data message waiting in `from`'s read buffer into `to`'s write
+/// buffer (flushed when the loop runs out of reads), then let it go.
+fn relay_data<A: Ws, B: Ws>(
+    from: &mut Leg<A>,
+    to: &mut Leg<B>,
+    text: bool,
+) -> Result<(), (Side, tungstenite::Error)> {
+    let Some(src) = from.ws.as_mut() else {
+        return Ok(());
+    };
+    let sent = match to.ws.as_mut() {
+        Some(dst) => {
+            to.dirty = true;
+            dst.send_data(text, src.data())
+        }
+        None => Err(tungstenite::Error::AlreadyClosed),
+    };
+    src.consume_data();
+    sent.map_err(|e| (to.side, e))
 }
 
 /// `woke`'s waker fired: its read may make progress, and so may the other

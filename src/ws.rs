@@ -297,6 +297,19 @@ fn data_message(text: bool, data: Bytes) -> Result<Message, Error> {
     })
 }
 
+/// What a leg received: a data message whole in one frame, left where it
+/// was read (the relay copies it straight into the other leg's write
+/// buffer, [`WsStream::data`]), or any other message.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A Text (UTF-8 checked) or Binary message in one frame, `len` bytes,
+    /// readable with [`WsStream::data`] until [`WsStream::consume_data`] or
+    /// the next poll.
+    Data { text: bool, len: usize },
+    /// Anything else: control frames and reassembled fragmented messages.
+    Message(Message),
+}
+
 /// One leg's WebSocket connection over `S`: a [`Stream`] of received
 /// messages and a [`Sink`] of messages to send (see the module docs for
 /// its semantics).
@@ -309,6 +322,9 @@ pub struct WsStream<S> {
     rbuf: BytesMut,
     /// The header of the frame whose payload is still arriving.
     header: Option<Header>,
+    /// Bytes at the front of `rbuf` that are the payload of the last
+    /// [`Incoming::Data`], not yet consumed.
+    pending: usize,
     partial: Option<Partial>,
     /// Encoded frames not yet written; unallocated when idle.
     wbuf: BytesMut,
@@ -334,6 +350,7 @@ impl<S> WsStream<S> {
             state: State::Active,
             rbuf: BytesMut::from(read_ahead),
             header: None,
+            pending: 0,
             partial: None,
             wbuf: BytesMut::new(),
             pong: None,
@@ -423,12 +440,15 @@ impl<S> WsStream<S> {
         }
     }
 
-    /// Act on one received frame: `Some` is a message for the caller.
-    fn on_frame(&mut self, h: Header, mut payload: BytesMut) -> Result<Option<Message>, Error> {
+    /// Act on one received frame, whose payload is the first `h.len` bytes
+    /// of `rbuf`: `Some` is something for the caller.
+    fn on_frame(&mut self, h: Header) -> Result<Option<Incoming>, Error> {
         use ProtocolError as P;
+        // `poll_frame` returns a header only once its payload is in `rbuf`.
+        let len = h.len as usize;
         if self.role == Role::Server {
             match h.mask {
-                Some(key) => apply_mask(&mut payload, key),
+                Some(key) => apply_mask(&mut self.rbuf[..len], key),
                 None => return Err(Error::Protocol(P::UnmaskedFrameFromClient)),
             }
         }
@@ -446,30 +466,33 @@ impl<S> WsStream<S> {
             if !h.fin {
                 return Err(Error::Protocol(P::FragmentedControlFrame));
             }
-            if payload.len() > 125 {
+            if len > 125 {
                 return Err(Error::Protocol(P::ControlFrameTooBig));
             }
-            return match h.opcode {
-                CLOSE => self.on_close(&payload),
+            let payload = self.rbuf.split_to(len);
+            let msg = match h.opcode {
+                CLOSE => self.on_close(&payload)?,
                 PING => {
                     let data = payload.freeze();
                     if self.state == State::Active {
                         self.pong = Some(data.clone());
                         self.reply_unflushed = true;
                     }
-                    Ok(Some(Message::Ping(data)))
+                    Some(Message::Ping(data))
                 }
-                PONG => Ok(Some(Message::Pong(payload.freeze()))),
-                i => Err(Error::Protocol(P::UnknownControlFrameType(i))),
+                PONG => Some(Message::Pong(payload.freeze())),
+                i => return Err(Error::Protocol(P::UnknownControlFrameType(i))),
             };
+            return Ok(msg.map(Incoming::Message));
         }
         let max = self.limits.max_message_size;
         match (h.opcode, self.partial.as_mut()) {
             (CONTINUATION, None) => Err(Error::Protocol(P::UnexpectedContinueFrame)),
             (CONTINUATION, Some(p)) => {
-                p.extend(&payload, max)?;
+                p.extend(&self.rbuf[..len], max)?;
+                self.rbuf.advance(len);
                 match (h.fin, self.partial.take()) {
-                    (true, Some(p)) => p.complete().map(Some),
+                    (true, Some(p)) => Ok(Some(Incoming::Message(p.complete()?))),
                     (_, p) => {
                         self.partial = p;
                         Ok(None)
@@ -487,17 +510,26 @@ impl<S> WsStream<S> {
             (op @ (TEXT | BINARY), None) => {
                 let text = op == TEXT;
                 if h.fin {
-                    if payload.len() > max {
-                        return Err(too_long(payload.len() as u64, max));
+                    if len > max {
+                        return Err(too_long(h.len, max));
                     }
-                    return data_message(text, payload.freeze()).map(Some);
+                    if text {
+                        std::str::from_utf8(&self.rbuf[..len])?;
+                    }
+                    // Left in place: the relay copies it from here into the
+                    // other leg, with no `Bytes` split off the read buffer
+                    // (which made the buffer shared and its return to the
+                    // pool a slow path) and no `Message` built and dropped.
+                    self.pending = len;
+                    return Ok(Some(Incoming::Data { text, len }));
                 }
                 let mut p = Partial {
                     text,
                     data: BytesMut::new(),
                     checked: 0,
                 };
-                p.extend(&payload, max)?;
+                p.extend(&self.rbuf[..len], max)?;
+                self.rbuf.advance(len);
                 self.partial = Some(p);
                 Ok(None)
             }
@@ -590,11 +622,9 @@ impl<S: Transport> WsStream<S> {
         Poll::Ready(Ok(()))
     }
 
-    /// Read until a complete frame is in `rbuf`; `None` at the end of the stream.
-    fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<(Header, BytesMut)>, Error>> {
+    /// Read until a complete frame is in `rbuf`: its header, with the
+    /// payload at the front of `rbuf`; `None` at the end of the stream.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Header>, Error>> {
         loop {
             if self.header.is_none()
                 && let Some((h, size)) = Header::parse(&self.rbuf)
@@ -612,7 +642,7 @@ impl<S: Transport> WsStream<S> {
                     let len = h.len as usize;
                     if self.rbuf.len() >= len {
                         self.header = None;
-                        return Poll::Ready(Ok(Some((h, self.rbuf.split_to(len)))));
+                        return Poll::Ready(Ok(Some(h)));
                     }
                     len - self.rbuf.len()
                 }
@@ -634,7 +664,8 @@ impl<S: Transport> WsStream<S> {
         }
     }
 
-    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message, Error>> {
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, Error>> {
+        self.consume_data();
         if self.state == State::Terminated {
             return Poll::Ready(Err(Error::AlreadyClosed));
         }
@@ -655,9 +686,9 @@ impl<S: Transport> WsStream<S> {
                 return Poll::Ready(Err(Error::ConnectionClosed));
             }
             match ready!(self.poll_frame(cx)) {
-                Ok(Some((h, payload))) => {
-                    if let Some(msg) = self.on_frame(h, payload)? {
-                        return Poll::Ready(Ok(msg));
+                Ok(Some(h)) => {
+                    if let Some(incoming) = self.on_frame(h)? {
+                        return Poll::Ready(Ok(incoming));
                     }
                 }
                 Ok(None) => {
@@ -673,26 +704,79 @@ impl<S: Transport> WsStream<S> {
     }
 }
 
-impl<S: Transport> Stream for WsStream<S> {
-    type Item = Result<Message, Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.ended {
+impl<S: Transport> WsStream<S> {
+    /// The next thing received, as [`Stream::poll_next`] gives it but with
+    /// a data message whole in one frame left in the read buffer
+    /// ([`Incoming::Data`]): the relay's path, which copies it once, from
+    /// the read buffer into the other leg's write buffer. After an error
+    /// or the end, fused (`None`).
+    pub fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, Error>>> {
+        if self.ended {
             return Poll::Ready(None);
         }
-        match ready!(this.poll_message(cx)) {
-            Ok(msg) => Poll::Ready(Some(Ok(msg))),
+        match ready!(self.poll_message(cx)) {
+            Ok(incoming) => Poll::Ready(Some(Ok(incoming))),
             Err(e) => {
-                this.ended = true;
-                this.partial = None;
-                this.rbuf = BytesMut::new();
+                self.ended = true;
+                self.partial = None;
+                self.pending = 0;
+                self.rbuf = BytesMut::new();
                 match e {
                     Error::AlreadyClosed | Error::ConnectionClosed => Poll::Ready(None),
                     e => Poll::Ready(Some(Err(e))),
                 }
             }
         }
+    }
+}
+
+impl<S> WsStream<S> {
+    /// The payload of the last [`Incoming::Data`] (empty once consumed).
+    pub fn data(&self) -> &[u8] {
+        &self.rbuf[..self.pending]
+    }
+
+    /// Done with [`Self::data`]: its bytes leave the read buffer. The next
+    /// poll does this too.
+    pub fn consume_data(&mut self) {
+        if self.pending > 0 {
+            self.rbuf.advance(self.pending);
+            self.pending = 0;
+        }
+    }
+
+    /// Queue a data message from a slice, as `start_send` queues a Text or
+    /// Binary [`Message`] (the caller vouches that a text payload is UTF-8).
+    pub fn send_data(&mut self, text: bool, payload: &[u8]) -> Result<(), Error> {
+        self.check_send()?;
+        self.queue(true, if text { TEXT } else { BINARY }, payload);
+        Ok(())
+    }
+
+    /// Whether a message may be sent in this state.
+    fn check_send(&self) -> Result<(), Error> {
+        match self.state {
+            State::Active => Ok(()),
+            State::Terminated => Err(Error::AlreadyClosed),
+            _ => Err(Error::Protocol(ProtocolError::SendAfterClosing)),
+        }
+    }
+}
+
+impl<S: Transport> Stream for WsStream<S> {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        Poll::Ready(match ready!(this.poll_incoming(cx)) {
+            Some(Ok(Incoming::Data { text, len })) => {
+                this.pending = 0;
+                Some(data_message(text, this.rbuf.split_to(len).freeze()))
+            }
+            Some(Ok(Incoming::Message(msg))) => Some(Ok(msg)),
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        })
     }
 }
 
@@ -711,11 +795,7 @@ impl<S: Transport> Sink<Message> for WsStream<S> {
 
     fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<(), Error> {
         let this = self.get_mut();
-        match this.state {
-            State::Active => {}
-            State::Terminated => return Err(Error::AlreadyClosed),
-            _ => return Err(Error::Protocol(ProtocolError::SendAfterClosing)),
-        }
+        this.check_send()?;
         match msg {
             Message::Text(t) => this.queue(true, TEXT, t.as_bytes()),
             Message::Binary(b) => this.queue(true, BINARY, &b),
@@ -868,6 +948,72 @@ mod tests {
         );
         ws.send(Message::binary(vec![5; 200])).await.unwrap();
         assert_eq!(read_frame(&mut peer).await, (0x82, vec![5; 200]));
+    }
+
+    async fn incoming(ws: &mut WsStream<DuplexStream>) -> Option<Result<Incoming, Error>> {
+        std::future::poll_fn(|cx| ws.poll_incoming(cx)).await
+    }
+
+    /// The relay's path: a one-frame data message stays in the read buffer,
+    /// unmasked and checked, until consumed (or the next poll), and goes
+    /// out of the other leg from the slice, masked there with its own key.
+    /// Fragmented messages and control frames still come as messages.
+    #[tokio::test]
+    async fn one_frame_data_is_lent_in_place_then_sent_from_the_slice() {
+        let (mut ws, mut peer) = server();
+        let mut input = encode_frame(true, TEXT, "héllo".as_bytes(), KEY);
+        input.extend(encode_frame(true, BINARY, &[7; 300], KEY));
+        input.extend(encode_frame(false, BINARY, b"ab", KEY));
+        input.extend(encode_frame(true, CONTINUATION, b"c", KEY));
+        input.extend(encode_frame(true, BINARY, b"skipped", KEY));
+        input.extend(encode_frame(true, BINARY, b"last", KEY));
+        peer.write_all(&input).await.unwrap();
+        let (mut up, mut upstream_peer) = client();
+
+        let got = incoming(&mut ws).await.unwrap().unwrap();
+        assert!(matches!(got, Incoming::Data { text: true, len: 6 }));
+        assert_eq!(ws.data(), "héllo".as_bytes());
+        up.send_data(true, ws.data()).unwrap();
+        ws.consume_data();
+        assert_eq!(ws.data(), b"");
+        up.flush().await.unwrap();
+        let mut f = [0u8; 12];
+        upstream_peer.read_exact(&mut f).await.unwrap();
+        assert_eq!(f[..2], [0x81, 0x86]);
+        let mut p = f[6..].to_vec();
+        apply_mask(&mut p, [f[2], f[3], f[4], f[5]]);
+        assert_eq!(p, "héllo".as_bytes());
+
+        let got = incoming(&mut ws).await.unwrap().unwrap();
+        assert!(matches!(
+            got,
+            Incoming::Data {
+                text: false,
+                len: 300
+            }
+        ));
+        assert_eq!(ws.data(), &[7; 300][..]);
+        ws.consume_data();
+        match incoming(&mut ws).await.unwrap().unwrap() {
+            Incoming::Message(m) => assert_eq!(m, Message::binary(b"abc".to_vec())),
+            other => panic!("a reassembled message comes whole: {other:?}"),
+        }
+        // Not consumed: the next poll drops it.
+        let got = incoming(&mut ws).await.unwrap().unwrap();
+        assert!(matches!(got, Incoming::Data { len: 7, .. }));
+        assert!(matches!(
+            incoming(&mut ws).await.unwrap().unwrap(),
+            Incoming::Data { len: 4, .. }
+        ));
+        assert_eq!(ws.data(), b"last");
+
+        // Invalid UTF-8 in a one-frame text message fails before it is lent.
+        peer.write_all(&encode_frame(true, TEXT, &[0xff, 0xfe], KEY))
+            .await
+            .unwrap();
+        assert!(matches!(incoming(&mut ws).await, Some(Err(Error::Utf8(_)))));
+        assert!(incoming(&mut ws).await.is_none(), "fused after an error");
+        assert_eq!(ws.data(), b"");
     }
 
     #[tokio::test]

@@ -34,7 +34,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::{
     self, Message,
     error::ProtocolError,
-    protocol::{CloseFrame, frame::coding::CloseCode},
+    protocol::{CloseFrame, Role, frame::coding::CloseCode},
 };
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -67,6 +67,12 @@ pub trait Ws:
     fn consume_data(&mut self);
     /// [`WsStream::send_data`].
     fn send_data(&mut self, text: bool, payload: &[u8]) -> Result<(), tungstenite::Error>;
+    /// [`WsStream::role`].
+    fn role(&self) -> Role;
+    /// [`WsStream::frame_for`].
+    fn frame_for(&mut self, to: Role) -> Option<(&[u8], bool)>;
+    /// [`WsStream::send_frame`].
+    fn send_frame(&mut self, frame: &[u8], now: bool) -> Result<bool, tungstenite::Error>;
 }
 
 impl<S: Transport> Ws for WsStream<S> {
@@ -84,6 +90,15 @@ impl<S: Transport> Ws for WsStream<S> {
     }
     fn send_data(&mut self, text: bool, payload: &[u8]) -> Result<(), tungstenite::Error> {
         WsStream::send_data(self, text, payload)
+    }
+    fn role(&self) -> Role {
+        WsStream::role(self)
+    }
+    fn frame_for(&mut self, to: Role) -> Option<(&[u8], bool)> {
+        WsStream::frame_for(self, to)
+    }
+    fn send_frame(&mut self, frame: &[u8], now: bool) -> Result<bool, tungstenite::Error> {
+        WsStream::send_frame(self, frame, now)
     }
 }
 
@@ -104,6 +119,15 @@ impl<W: Ws + ?Sized> Ws for Box<W> {
     }
     fn send_data(&mut self, text: bool, payload: &[u8]) -> Result<(), tungstenite::Error> {
         (**self).send_data(text, payload)
+    }
+    fn role(&self) -> Role {
+        (**self).role()
+    }
+    fn frame_for(&mut self, to: Role) -> Option<(&[u8], bool)> {
+        (**self).frame_for(to)
+    }
+    fn send_frame(&mut self, frame: &[u8], now: bool) -> Result<bool, tungstenite::Error> {
+        (**self).send_frame(frame, now)
     }
 }
 
@@ -717,8 +741,12 @@ fn poll_relay_read<A: Ws, B: Ws>(
     }
 }
 
-/// Copy the data message waiting in `from`'s read buffer into `to`'s write
-/// buffer (flushed when the loop runs out of reads), then let it go.
+/// Send on the data message waiting in `from`'s read buffer, then let it
+/// go. Its frame, rewritten in place for `to`, goes out at once when it is
+/// the last of what `from`'s socket had and `to` has nothing queued (one
+/// message in flight per session, the common case: no copy at all);
+/// otherwise it is queued, and flushed when the loop runs out of reads,
+/// so a burst still leaves in one write.
 fn relay_data<A: Ws, B: Ws>(
     from: &mut Leg<A>,
     to: &mut Leg<B>,
@@ -728,10 +756,15 @@ fn relay_data<A: Ws, B: Ws>(
         return Ok(());
     };
     let sent = match to.ws.as_mut() {
-        Some(dst) => {
-            to.dirty = true;
-            dst.send_data(text, src.data())
-        }
+        Some(dst) => match src.frame_for(dst.role()) {
+            Some((frame, now)) => dst.send_frame(frame, now).map(|queued| {
+                to.dirty |= queued;
+            }),
+            None => {
+                to.dirty = true;
+                dst.send_data(text, src.data())
+            }
+        },
         None => Err(tungstenite::Error::AlreadyClosed),
     };
     src.consume_data();

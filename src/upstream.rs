@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -105,8 +106,25 @@ impl UpstreamError {
 pub type UpstreamStream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// The proxy is the client on this leg: the upstream closes TCP first,
-/// so no write of ours is the last before a close.
-impl crate::ws::Transport for UpstreamStream {}
+/// so no write of ours is the last before a close. Plain TCP takes the
+/// relay's direct writes; TLS has to encrypt first, so its frames are
+/// queued and written by the flush.
+impl crate::ws::Transport for UpstreamStream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Either::Left(tcp) => tcp.poll_read_ready(cx),
+            // TLS may hold decrypted bytes the socket no longer shows.
+            Either::Right(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Either::Left(tcp) => tcp.try_write(buf),
+            Either::Right(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
 
 /// An established upstream leg.
 pub struct Dialed {

@@ -123,6 +123,18 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin {
 
     /// Send what `poll_write_last` wrote, with the FIN.
     fn end_write(&mut self) {}
+
+    /// Wait until a read may find bytes (the waker is registered when not).
+    /// The default: try the read.
+    fn poll_read_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Write what the socket takes now, without a waker: the relay's
+    /// direct send ([`WsStream::send_frame`]). The default takes nothing.
+    fn write_now(&mut self, _buf: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
 }
 
 impl Transport for TcpStream {
@@ -140,6 +152,14 @@ impl Transport for TcpStream {
                 r => return Poll::Ready(r),
             }
         }
+    }
+
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+
+    fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.try_write(buf)
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -320,11 +340,17 @@ pub struct WsStream<S> {
     state: State,
     /// Bytes read and not yet parsed; empty and unallocated when idle.
     rbuf: BytesMut,
-    /// The header of the frame whose payload is still arriving.
-    header: Option<Header>,
-    /// Bytes at the front of `rbuf` that are the payload of the last
-    /// [`Incoming::Data`], not yet consumed.
+    /// The header (and its size) of the frame whose payload is still
+    /// arriving; the header's bytes stay at the front of `rbuf`.
+    header: Option<(Header, usize)>,
+    /// Bytes at the front of `rbuf` that are the last [`Incoming::Data`]
+    /// (its header, then its payload), not yet consumed.
     pending: usize,
+    /// Size of that frame's header.
+    pending_header: usize,
+    /// The last read filled less than the room it was given: the socket
+    /// had nothing more at that moment.
+    drained: bool,
     partial: Option<Partial>,
     /// Encoded frames not yet written; unallocated when idle.
     wbuf: BytesMut,
@@ -351,6 +377,8 @@ impl<S> WsStream<S> {
             rbuf: BytesMut::from(read_ahead),
             header: None,
             pending: 0,
+            pending_header: 0,
+            drained: false,
             partial: None,
             wbuf: BytesMut::new(),
             pong: None,
@@ -440,15 +468,17 @@ impl<S> WsStream<S> {
         }
     }
 
-    /// Act on one received frame, whose payload is the first `h.len` bytes
-    /// of `rbuf`: `Some` is something for the caller.
-    fn on_frame(&mut self, h: Header) -> Result<Option<Incoming>, Error> {
+    /// Act on one received frame, at the front of `rbuf`: its header
+    /// (`size` bytes) and then its payload. `Some` is something for the
+    /// caller.
+    fn on_frame(&mut self, h: Header, size: usize) -> Result<Option<Incoming>, Error> {
         use ProtocolError as P;
         // `poll_frame` returns a header only once its payload is in `rbuf`.
         let len = h.len as usize;
+        let end = size + len;
         if self.role == Role::Server {
             match h.mask {
-                Some(key) => apply_mask(&mut self.rbuf[..len], key),
+                Some(key) => apply_mask(&mut self.rbuf[size..end], key),
                 None => return Err(Error::Protocol(P::UnmaskedFrameFromClient)),
             }
         }
@@ -469,6 +499,7 @@ impl<S> WsStream<S> {
             if len > 125 {
                 return Err(Error::Protocol(P::ControlFrameTooBig));
             }
+            self.rbuf.advance(size);
             let payload = self.rbuf.split_to(len);
             let msg = match h.opcode {
                 CLOSE => self.on_close(&payload)?,
@@ -489,8 +520,8 @@ impl<S> WsStream<S> {
         match (h.opcode, self.partial.as_mut()) {
             (CONTINUATION, None) => Err(Error::Protocol(P::UnexpectedContinueFrame)),
             (CONTINUATION, Some(p)) => {
-                p.extend(&self.rbuf[..len], max)?;
-                self.rbuf.advance(len);
+                p.extend(&self.rbuf[size..end], max)?;
+                self.rbuf.advance(end);
                 match (h.fin, self.partial.take()) {
                     (true, Some(p)) => Ok(Some(Incoming::Message(p.complete()?))),
                     (_, p) => {
@@ -514,13 +545,15 @@ impl<S> WsStream<S> {
                         return Err(too_long(h.len, max));
                     }
                     if text {
-                        std::str::from_utf8(&self.rbuf[..len])?;
+                        std::str::from_utf8(&self.rbuf[size..end])?;
                     }
-                    // Left in place: the relay copies it from here into the
-                    // other leg, with no `Bytes` split off the read buffer
-                    // (which made the buffer shared and its return to the
-                    // pool a slow path) and no `Message` built and dropped.
-                    self.pending = len;
+                    // Left in place, header and all: the relay sends it on
+                    // from here ([`Self::frame_for`]), with no `Bytes` split
+                    // off the read buffer (which made the buffer shared and
+                    // its return to the pool a slow path) and no `Message`
+                    // built and dropped.
+                    self.pending = end;
+                    self.pending_header = size;
                     return Ok(Some(Incoming::Data { text, len }));
                 }
                 let mut p = Partial {
@@ -528,8 +561,8 @@ impl<S> WsStream<S> {
                     data: BytesMut::new(),
                     checked: 0,
                 };
-                p.extend(&self.rbuf[..len], max)?;
-                self.rbuf.advance(len);
+                p.extend(&self.rbuf[size..end], max)?;
+                self.rbuf.advance(end);
                 self.partial = Some(p);
                 Ok(None)
             }
@@ -622,9 +655,9 @@ impl<S: Transport> WsStream<S> {
         Poll::Ready(Ok(()))
     }
 
-    /// Read until a complete frame is in `rbuf`: its header, with the
-    /// payload at the front of `rbuf`; `None` at the end of the stream.
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Header>, Error>> {
+    /// Read until a complete frame is at the front of `rbuf`: its header
+    /// and the header's size; `None` at the end of the stream.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<(Header, usize)>, Error>> {
         loop {
             if self.header.is_none()
                 && let Some((h, size)) = Header::parse(&self.rbuf)
@@ -633,32 +666,48 @@ impl<S: Transport> WsStream<S> {
                 if h.len > self.limits.max_frame_size as u64 {
                     return Poll::Ready(Err(too_long(h.len, self.limits.max_frame_size)));
                 }
-                self.rbuf.advance(size);
-                self.header = Some(h);
+                self.header = Some((h, size));
             }
             let need = match self.header {
-                Some(h) => {
+                Some((h, size)) => {
                     // Checked against max_frame_size (a usize) above.
-                    let len = h.len as usize;
-                    if self.rbuf.len() >= len {
+                    let end = size + h.len as usize;
+                    if self.rbuf.len() >= end {
                         self.header = None;
-                        return Poll::Ready(Ok(Some(h)));
+                        return Poll::Ready(Ok(Some((h, size))));
                     }
-                    len - self.rbuf.len()
+                    end - self.rbuf.len()
                 }
                 None => MAX_HEADER,
             };
+            // The last read drained the socket and all it brought is used:
+            // ask the socket before borrowing a buffer for a read that would
+            // find nothing (the usual poll after a relayed message). Only
+            // then: asked every time, the socket would be polled twice
+            // whenever it does have bytes.
+            if self.drained && self.rbuf.is_empty() {
+                self.drained = false;
+                match self.io.poll_read_ready(cx) {
+                    Poll::Pending => {
+                        self.release_read();
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(self.io_error(e))),
+                    Poll::Ready(Ok(())) => {}
+                }
+            }
             if self.rbuf.capacity() == 0 {
                 self.rbuf = take_buf();
             }
             self.rbuf.reserve(need);
+            let room = self.rbuf.capacity() - self.rbuf.len();
             match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
                 Poll::Pending => {
                     self.release_read();
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(None)),
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(n)) => self.drained = n < room,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(self.io_error(e))),
             }
         }
@@ -686,8 +735,8 @@ impl<S: Transport> WsStream<S> {
                 return Poll::Ready(Err(Error::ConnectionClosed));
             }
             match ready!(self.poll_frame(cx)) {
-                Ok(Some(h)) => {
-                    if let Some(incoming) = self.on_frame(h)? {
+                Ok(Some((h, size))) => {
+                    if let Some(incoming) = self.on_frame(h, size)? {
                         return Poll::Ready(Ok(incoming));
                     }
                 }
@@ -733,7 +782,10 @@ impl<S: Transport> WsStream<S> {
 impl<S> WsStream<S> {
     /// The payload of the last [`Incoming::Data`] (empty once consumed).
     pub fn data(&self) -> &[u8] {
-        &self.rbuf[..self.pending]
+        match self.pending {
+            0 => &[],
+            end => &self.rbuf[self.pending_header..end],
+        }
     }
 
     /// Done with [`Self::data`]: its bytes leave the read buffer. The next
@@ -743,6 +795,48 @@ impl<S> WsStream<S> {
             self.rbuf.advance(self.pending);
             self.pending = 0;
         }
+    }
+
+    /// This leg's role: a client masks what it sends.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The last [`Incoming::Data`] as the frame a leg of role `to` sends,
+    /// rewritten in place: for a client, its payload masked with a fresh
+    /// key in the key's place; for a server, as it came. The bytes are
+    /// then exactly what [`Self::send_data`] would have encoded, so the
+    /// other leg sends them on with no copy ([`Self::send_frame`]). `None`
+    /// (and nothing changed) when the header is not the one wspulse writes,
+    /// a length not in its shortest form, or the roles do not pair up: send
+    /// [`Self::data`] then. With the frame comes whether it is the last of
+    /// what the socket had: nothing after it in the buffer, and the read
+    /// that brought it drained the socket.
+    pub fn frame_for(&mut self, to: Role) -> Option<(&[u8], bool)> {
+        let (size, end) = (self.pending_header, self.pending);
+        if end == 0 {
+            return None;
+        }
+        let masked = to == Role::Client;
+        let len = end - size;
+        let extended = match len {
+            n if n < 126 => 0,
+            n if n <= 0xffff => 2,
+            _ => 8,
+        };
+        let mask_bit = self.rbuf[1] & 0x80 != 0;
+        if size != 2 + extended + if masked { 4 } else { 0 } || mask_bit != masked {
+            return None;
+        }
+        if masked {
+            // A fresh key, as `queue` draws one (RFC 6455 §5.3): never the
+            // client's own, which it chose along with the bytes.
+            let key: [u8; 4] = rand::random();
+            self.rbuf[size - 4..size].copy_from_slice(&key);
+            apply_mask(&mut self.rbuf[size..end], key);
+        }
+        let last = self.drained && self.rbuf.len() == end;
+        Some((&self.rbuf[..end], last))
     }
 
     /// Queue a data message from a slice, as `start_send` queues a Text or
@@ -763,6 +857,43 @@ impl<S> WsStream<S> {
     }
 }
 
+impl<S: Transport> WsStream<S> {
+    /// Send a whole frame that another leg's [`Self::frame_for`] encoded.
+    /// When nothing waits before it and `now` (no more input is at hand
+    /// to gather into one write with it), it is written at once, straight
+    /// from the other leg's read buffer; whatever the socket does not take
+    /// is queued, as is the whole frame otherwise. Returns whether anything
+    /// was queued (and needs a flush).
+    pub fn send_frame(&mut self, frame: &[u8], now: bool) -> Result<bool, Error> {
+        self.check_send()?;
+        let mut rest = frame;
+        if now && self.wbuf.is_empty() && self.pong.is_none() {
+            match self.io.write_now(frame) {
+                Ok(0) => {
+                    return Err(Error::Io(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "connection reset while sending",
+                    )));
+                }
+                Ok(n) => rest = &frame[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(self.io_error(e)),
+            }
+        }
+        if rest.is_empty() {
+            return Ok(false);
+        }
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = take_buf();
+        }
+        self.wbuf.extend_from_slice(rest);
+        if self.wbuf.len() >= WRITE_HIGH {
+            self.ready = false;
+        }
+        Ok(true)
+    }
+}
+
 impl<S: Transport> Stream for WsStream<S> {
     type Item = Result<Message, Error>;
 
@@ -770,6 +901,7 @@ impl<S: Transport> Stream for WsStream<S> {
         let this = self.get_mut();
         Poll::Ready(match ready!(this.poll_incoming(cx)) {
             Some(Ok(Incoming::Data { text, len })) => {
+                this.rbuf.advance(this.pending_header);
                 this.pending = 0;
                 Some(data_message(text, this.rbuf.split_to(len).freeze()))
             }
@@ -1014,6 +1146,48 @@ mod tests {
         assert!(matches!(incoming(&mut ws).await, Some(Err(Error::Utf8(_)))));
         assert!(incoming(&mut ws).await.is_none(), "fused after an error");
         assert_eq!(ws.data(), b"");
+    }
+
+    /// `frame_for` rewrites the frame in place only when the bytes it
+    /// leaves are exactly what `queue` would encode: a fresh key toward an
+    /// upstream, the frame as it came toward a client.
+    #[tokio::test]
+    async fn frames_are_rewritten_in_place_only_when_they_are_what_we_would_send() {
+        // From a client, toward an upstream: masked again, with a new key.
+        let (mut ws, mut peer) = server();
+        peer.write_all(&encode_frame(true, BINARY, b"payload", KEY))
+            .await
+            .unwrap();
+        assert!(matches!(
+            incoming(&mut ws).await.unwrap().unwrap(),
+            Incoming::Data { len: 7, .. }
+        ));
+        // Toward another client: the roles do not pair, nothing changes.
+        assert!(ws.frame_for(Role::Server).is_none());
+        assert_eq!(ws.data(), b"payload");
+        let (frame, last) = ws.frame_for(Role::Client).unwrap();
+        assert!(last, "one frame, one read, nothing after it");
+        assert_eq!(frame.len(), 2 + 4 + 7);
+        assert_eq!(frame[..2], [0x82, 0x87]);
+        let key: [u8; 4] = frame[2..6].try_into().unwrap();
+        assert_ne!(Some(key), KEY, "never the client's own key");
+        let mut p = frame[6..].to_vec();
+        apply_mask(&mut p, key);
+        assert_eq!(p, b"payload");
+
+        // From an upstream, toward a client: as it came.
+        let (mut ws, mut peer) = client();
+        let mut input = encode_frame(true, TEXT, b"hi", None);
+        // The same message with its length in a longer form than needed.
+        input.extend([0x81, 126, 0, 2, b'h', b'i']);
+        peer.write_all(&input).await.unwrap();
+        incoming(&mut ws).await.unwrap().unwrap();
+        let (frame, last) = ws.frame_for(Role::Server).unwrap();
+        assert_eq!(frame, [0x81, 2, b'h', b'i']);
+        assert!(!last, "another frame follows in the buffer");
+        incoming(&mut ws).await.unwrap().unwrap();
+        assert!(ws.frame_for(Role::Server).is_none());
+        assert_eq!(ws.data(), b"hi");
     }
 
     #[tokio::test]

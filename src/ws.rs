@@ -8,8 +8,11 @@
 //!   keeps a read buffer (4 KiB here) and a write buffer per leg for the
 //!   life of the connection;
 //! - a relayed message costs fewer instructions: no zero-filled read chunk
-//!   per read, payloads are slices of the read buffer, one copy (masked in
-//!   place) into the write buffer.
+//!   per read, and a data message in one frame is never copied: it is
+//!   unmasked and checked where it was read ([`Incoming::Data`]), rewritten
+//!   there for the other leg ([`WsStream::frame_for`]) and written from
+//!   there ([`WsStream::send_frame`]); only what the socket does not take
+//!   at once is copied into the write buffer.
 //!
 //! It speaks tungstenite's types at its edges (`Message`, `Error`,
 //! `Role`), with tungstenite's semantics, so the session, the closure

@@ -1905,7 +1905,7 @@ fn report(a: ReportArgs) -> i32 {
 /// same-round ratio.
 fn spread_md(targets: &[String], spread: &Map<String, Value>, won: &Map<String, Value>) -> String {
     let mut md = String::from(
-        "\n### Across rounds\n\nThe table above takes each phase's median round. Here: the lowest and highest round of each line, and in how many rounds wspulse did better than the other proxy on that line (same round: a phase runs on every target in turn, seconds apart; ties count as not better), and the median of those same-round ratios, the estimate the machine's slow spells move least, with its 95 % interval (distribution-free, from the ranks of the ratios; from 6 rounds): \"ahead\" or \"behind\" when the whole interval is on one side of 1×, \"level\" when the rounds cannot tell wspulse and the other proxy apart.\n\n",
+        "\n### Across rounds\n\nThe table above takes each phase's median round. Here: the lowest and highest round of each line, and in how many rounds wspulse did better than the other proxy on that line (same round: a phase runs on every target in turn, seconds apart; ties count as not better), and the median of those same-round ratios, the estimate the machine's slow spells move least, with its 95 % interval (distribution-free, from the ranks of the ratios; given from 6 rounds up): \"ahead\" or \"behind\" when the whole interval is on one side of 1×, \"level\" when the rounds cannot tell wspulse and the other proxy apart.\n\n",
     );
     md.push_str("| target | msg/s 64 B | msg/s 16 KiB | p50 µs | p99 µs | p99.9 µs | idle KiB/session | setups/s | CPU s per 1M msgs | CPU µs per setup |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

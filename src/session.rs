@@ -17,8 +17,10 @@
 //!
 //! A data message that arrives whole in one frame (nearly all of them) is
 //! relayed without becoming a [`Message`]: the read leg leaves it in its
-//! read buffer ([`Incoming::Data`]) and the other leg copies it straight
-//! into its write buffer. Everything else (control frames, reassembled
+//! read buffer ([`Incoming::Data`]), rewrites it there for the other leg,
+//! and the other leg writes it from there at once when nothing waits
+//! before it, or copies it into its write buffer for the next flush
+//! (`relay_data`). Everything else (control frames, reassembled
 //! fragments) goes through the [`Message`] path.
 
 use std::future::Future;
@@ -49,7 +51,7 @@ use crate::ws::{Incoming, Transport, WsStream};
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A WebSocket leg: a stream of messages in, a sink of messages out, and
-/// the relay's copy-once path for data messages ([`WsStream`]'s methods of
+/// the relay's copy-free path for data messages ([`WsStream`]'s methods of
 /// the same names).
 pub trait Ws:
     Stream<Item = Result<Message, tungstenite::Error>>

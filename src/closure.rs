@@ -3,7 +3,7 @@
 //! [`classify`] is a pure function from the [`TerminalEvent`] that ended a
 //! session to a [`Closure`] `{code, side, cause}`. Everything that decides
 //! what `wspulse_connections_closed_total` says lives here, so the whole
-//! policy can be read (and tested) in one place. [`cause_of_error`] maps
+//! policy can be read (and tested) in one place. [`event_of_error`] maps
 //! tungstenite errors onto terminal events by variant and `io::ErrorKind`,
 //! never by message text.
 

@@ -3,7 +3,7 @@
 //! One task per session, one loop owning both legs' state. Each turn of the
 //! loop polls, in order: the drain signals, the keepalive timer, then the
 //! two legs' reads (alternating which goes first, for fairness), then any
-//! pending flushes, and returns the first [`Event`]; a source that returned
+//! pending flushes, and returns the first `Event`; a source that returned
 //! `Pending` is skipped until its own waker fires. The handler acts on the
 //! event and loops. Because a read is only polled when the *other* leg can
 //! take a message, a slow reader slows its writer down (backpressure)

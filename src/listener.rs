@@ -549,9 +549,9 @@ fn check_upgrade(req: &ClientRequest) -> Result<(), (StatusCode, &'static str)> 
     Ok(())
 }
 
-async fn run_session<C: crate::session::Ws, U: crate::session::Ws>(
-    client: C,
-    upstream: U,
+async fn run_session<C: crate::ws::Transport, U: crate::ws::Transport>(
+    client: Box<WsStream<C>>,
+    upstream: Box<WsStream<U>>,
     route: RouteId,
     info: SessionInfo,
     shared: &Shared,

@@ -36,7 +36,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::{
     self, Message,
     error::ProtocolError,
-    protocol::{CloseFrame, Role, frame::coding::CloseCode},
+    protocol::{CloseFrame, frame::coding::CloseCode},
 };
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -49,89 +49,6 @@ use crate::ws::{Incoming, Transport, WsStream};
 /// How long the closing phase waits for the peers' Close replies (outside a
 /// drain, whose deadline is `shutdown.drain_timeout`).
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A WebSocket leg: a stream of messages in, a sink of messages out, and
-/// the relay's copy-free path for data messages ([`WsStream`]'s methods of
-/// the same names).
-pub trait Ws:
-    Stream<Item = Result<Message, tungstenite::Error>>
-    + Sink<Message, Error = tungstenite::Error>
-    + Unpin
-{
-    /// [`WsStream::poll_incoming`].
-    fn poll_incoming(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Incoming, tungstenite::Error>>>;
-    /// [`WsStream::data`].
-    fn data(&self) -> &[u8];
-    /// [`WsStream::consume_data`].
-    fn consume_data(&mut self);
-    /// [`WsStream::send_data`].
-    fn send_data(&mut self, text: bool, payload: &[u8]) -> Result<(), tungstenite::Error>;
-    /// [`WsStream::role`].
-    fn role(&self) -> Role;
-    /// [`WsStream::frame_for`].
-    fn frame_for(&mut self, to: Role) -> Option<(&[u8], bool)>;
-    /// [`WsStream::send_frame`].
-    fn send_frame(&mut self, frame: &[u8], now: bool) -> Result<bool, tungstenite::Error>;
-}
-
-impl<S: Transport> Ws for WsStream<S> {
-    fn poll_incoming(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Incoming, tungstenite::Error>>> {
-        WsStream::poll_incoming(self, cx)
-    }
-    fn data(&self) -> &[u8] {
-        WsStream::data(self)
-    }
-    fn consume_data(&mut self) {
-        WsStream::consume_data(self)
-    }
-    fn send_data(&mut self, text: bool, payload: &[u8]) -> Result<(), tungstenite::Error> {
-        WsStream::send_data(self, text, payload)
-    }
-    fn role(&self) -> Role {
-        WsStream::role(self)
-    }
-    fn frame_for(&mut self, to: Role) -> Option<(&[u8], bool)> {
-        WsStream::frame_for(self, to)
-    }
-    fn send_frame(&mut self, frame: &[u8], now: bool) -> Result<bool, tungstenite::Error> {
-        WsStream::send_frame(self, frame, now)
-    }
-}
-
-/// A leg on the heap (the listener boxes each, so the session futures
-/// move a pointer).
-impl<W: Ws + ?Sized> Ws for Box<W> {
-    fn poll_incoming(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Incoming, tungstenite::Error>>> {
-        (**self).poll_incoming(cx)
-    }
-    fn data(&self) -> &[u8] {
-        (**self).data()
-    }
-    fn consume_data(&mut self) {
-        (**self).consume_data()
-    }
-    fn send_data(&mut self, text: bool, payload: &[u8]) -> Result<(), tungstenite::Error> {
-        (**self).send_data(text, payload)
-    }
-    fn role(&self) -> Role {
-        (**self).role()
-    }
-    fn frame_for(&mut self, to: Role) -> Option<(&[u8], bool)> {
-        (**self).frame_for(to)
-    }
-    fn send_frame(&mut self, frame: &[u8], now: bool) -> Result<bool, tungstenite::Error> {
-        (**self).send_frame(frame, now)
-    }
-}
 
 /// Session settings, from the config.
 #[derive(Debug, Clone)]
@@ -164,7 +81,8 @@ enum LegState {
 
 struct Leg<S> {
     side: Side,
-    ws: Option<S>,
+    /// On the heap: moving the session futures moves a pointer.
+    ws: Option<Box<WsStream<S>>>,
     state: LegState,
     /// Something was written and not yet flushed.
     dirty: bool,
@@ -185,8 +103,8 @@ enum Quiet {
     Backpressure,
 }
 
-impl<S: Ws> Leg<S> {
-    fn new(side: Side, ws: S) -> Leg<S> {
+impl<S: Transport> Leg<S> {
+    fn new(side: Side, ws: Box<WsStream<S>>) -> Leg<S> {
         Leg {
             side,
             ws: Some(ws),
@@ -290,11 +208,11 @@ pub struct Session<C, U> {
     timers_due: bool,
 }
 
-impl<C: Ws, U: Ws> Session<C, U> {
+impl<C: Transport, U: Transport> Session<C, U> {
     /// A session over two established WebSocket legs.
     pub fn new(
-        client: C,
-        upstream: U,
+        client: Box<WsStream<C>>,
+        upstream: Box<WsStream<U>>,
         config: SessionConfig,
         drain: Drain,
         metrics: Metrics,
@@ -684,7 +602,7 @@ trait LegOps {
     fn mark_dirty(&mut self);
 }
 
-impl<S: Ws> LegOps for Leg<S> {
+impl<S: Transport> LegOps for Leg<S> {
     fn send(&mut self, msg: Message) -> Result<(), tungstenite::Error> {
         Leg::send(self, msg)
     }
@@ -708,7 +626,7 @@ impl<S: Ws> LegOps for Leg<S> {
 /// Poll a read on `from` if `to` can take a message. `None`: nothing happened.
 /// Each leg is polled with its own context (`fcx`, `tcx`), so every
 /// registration on a socket carries that leg's waker.
-fn poll_relay_read<A: Ws, B: Ws>(
+fn poll_relay_read<A: Transport, B: Transport>(
     from: &mut Leg<A>,
     fcx: &mut Context<'_>,
     to: &mut Leg<B>,
@@ -749,7 +667,7 @@ fn poll_relay_read<A: Ws, B: Ws>(
 /// message in flight per session, the common case: no copy at all);
 /// otherwise it is queued, and flushed when the loop runs out of reads,
 /// so a burst still leaves in one write.
-fn relay_data<A: Ws, B: Ws>(
+fn relay_data<A: Transport, B: Transport>(
     from: &mut Leg<A>,
     to: &mut Leg<B>,
     text: bool,
@@ -866,7 +784,7 @@ impl Wakes {
 }
 
 /// One step of a leg's closing handshake. Returns whether anything changed.
-fn poll_closing<S: Ws>(leg: &mut Leg<S>, cx: &mut Context<'_>) -> bool {
+fn poll_closing<S: Transport>(leg: &mut Leg<S>, cx: &mut Context<'_>) -> bool {
     match leg.state {
         LegState::Closing => {
             if let Poll::Ready(Err(_)) = leg.poll_flush(cx) {

@@ -84,6 +84,19 @@ fn take_buf() -> BytesMut {
         .unwrap_or_else(|| BytesMut::with_capacity(CHUNK))
 }
 
+/// Drop the first `n` bytes of `buf`. All of them (the usual case: one
+/// message per read) clears it instead, so the buffer keeps its start and
+/// its whole capacity: `advance` would move the start, and giving the
+/// buffer back to the pool would then take `try_reclaim`'s slow path to
+/// move it back.
+fn discard(buf: &mut BytesMut, n: usize) {
+    if n == buf.len() {
+        buf.clear();
+    } else {
+        buf.advance(n);
+    }
+}
+
 /// Give back an empty buffer. It is kept only if no message still shares
 /// its memory (`try_reclaim` fails then) and the pool has room.
 fn give_buf(mut buf: BytesMut) {
@@ -524,7 +537,7 @@ impl<S> WsStream<S> {
             (CONTINUATION, None) => Err(Error::Protocol(P::UnexpectedContinueFrame)),
             (CONTINUATION, Some(p)) => {
                 p.extend(&self.rbuf[size..end], max)?;
-                self.rbuf.advance(end);
+                discard(&mut self.rbuf, end);
                 match (h.fin, self.partial.take()) {
                     (true, Some(p)) => Ok(Some(Incoming::Message(p.complete()?))),
                     (_, p) => {
@@ -565,7 +578,7 @@ impl<S> WsStream<S> {
                     checked: 0,
                 };
                 p.extend(&self.rbuf[size..end], max)?;
-                self.rbuf.advance(end);
+                discard(&mut self.rbuf, end);
                 self.partial = Some(p);
                 Ok(None)
             }
@@ -795,7 +808,7 @@ impl<S> WsStream<S> {
     /// poll does this too.
     pub fn consume_data(&mut self) {
         if self.pending > 0 {
-            self.rbuf.advance(self.pending);
+            discard(&mut self.rbuf, self.pending);
             self.pending = 0;
         }
     }

@@ -285,9 +285,8 @@ impl Header {
 
 /// XOR `buf` with the masking key (RFC 6455 §5.3), eight bytes at a time.
 fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
-    let k = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
+    // The key twice over, in either byte order: [k0 k1 k2 k3 k0 k1 k2 k3].
+    let k = u64::from(u32::from_ne_bytes(key)) * 0x1_0000_0001;
     let (words, rest) = buf.as_chunks_mut::<8>();
     for w in words {
         *w = (u64::from_ne_bytes(*w) ^ k).to_ne_bytes();
@@ -1010,6 +1009,24 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     impl Transport for DuplexStream {}
+
+    /// Masking is byte `i` XOR key byte `i % 4` (RFC 6455 §5.3), at every
+    /// length around the word size, and the RFC's own example (§5.7).
+    #[test]
+    fn mask_matches_the_rfc_definition() {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let mut hello = *b"Hello";
+        apply_mask(&mut hello, key);
+        assert_eq!(hello, [0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+        for len in 0..40 {
+            let plain: Vec<u8> = (0..len as u8).map(|i| i.wrapping_mul(41)).collect();
+            let mut masked = plain.clone();
+            apply_mask(&mut masked, key);
+            for (i, (m, p)) in masked.iter().zip(&plain).enumerate() {
+                assert_eq!(*m, p ^ key[i % 4], "length {len}, byte {i}");
+            }
+        }
+    }
 
     /// Keys drawn ahead are each handed out once, across refills: 40 keys
     /// (two and a half batches) are all different. Two equal keys among

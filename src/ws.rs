@@ -110,7 +110,7 @@ fn take_buf() -> BytesMut {
 }
 
 /// Drop the first `n` bytes of `buf`. All of them (the usual case: one
-/// message per read) clears it instead, so the buffer keeps its start and
+/// message per read, one whole write) clears it instead, so the buffer keeps its start and
 /// its whole capacity: `advance` would move the start, and giving the
 /// buffer back to the pool would then take `try_reclaim`'s slow path to
 /// move it back.
@@ -120,6 +120,14 @@ fn discard(buf: &mut BytesMut, n: usize) {
     } else {
         buf.advance(n);
     }
+}
+
+/// A write that took nothing: the peer is gone.
+fn reset_while_sending() -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "connection reset while sending",
+    ))
 }
 
 /// Give back an empty buffer. It is kept only if no message still shares
@@ -435,13 +443,11 @@ impl<S> WsStream<S> {
 
     /// Encode a frame into the write buffer (masked when we are the client).
     fn queue(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
-        if self.wbuf.capacity() == 0 {
-            self.wbuf = take_buf();
-        }
-        let w = &mut self.wbuf;
+        let client = self.role == Role::Client;
+        let w = self.write_buf();
         w.reserve(payload.len() + MAX_HEADER);
         w.put_u8((u8::from(fin) << 7) | opcode);
-        let masked = if self.role == Role::Client { 0x80 } else { 0 };
+        let masked = if client { 0x80 } else { 0 };
         match payload.len() {
             n if n < 126 => w.put_u8(masked | n as u8),
             n if n <= 0xffff => {
@@ -453,7 +459,7 @@ impl<S> WsStream<S> {
                 w.put_u64(n as u64);
             }
         }
-        if self.role == Role::Client {
+        if client {
             // A client masks every frame with a fresh, unpredictable key
             // (RFC 6455 §5.3).
             let key = mask_key();
@@ -464,7 +470,21 @@ impl<S> WsStream<S> {
         } else {
             w.put_slice(payload);
         }
-        if w.len() >= WRITE_HIGH {
+        self.queued();
+    }
+
+    /// The write buffer, borrowed from the pool if the leg holds none.
+    fn write_buf(&mut self) -> &mut BytesMut {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = take_buf();
+        }
+        &mut self.wbuf
+    }
+
+    /// Bytes were queued: at `WRITE_HIGH` the leg takes no more until a
+    /// flush.
+    fn queued(&mut self) {
+        if self.wbuf.len() >= WRITE_HIGH {
             self.ready = false;
         }
     }
@@ -661,16 +681,10 @@ impl<S: Transport> WsStream<S> {
                 Pin::new(&mut self.io).poll_write(cx, &self.wbuf)
             };
             match ready!(written) {
-                Ok(0) => {
-                    return Poll::Ready(Err(Error::Io(io::Error::new(
-                        io::ErrorKind::ConnectionReset,
-                        "connection reset while sending",
-                    ))));
-                }
-                // All of it (the usual case): clear, which keeps the buffer's
-                // start, so giving it back below needs no reclaim.
-                Ok(n) if n == self.wbuf.len() => self.wbuf.clear(),
-                Ok(n) => self.wbuf.advance(n),
+                Ok(0) => return Poll::Ready(Err(reset_while_sending())),
+                // All of it, the usual case, keeps the buffer's start, so
+                // giving it back below needs no reclaim.
+                Ok(n) => discard(&mut self.wbuf, n),
                 Err(e) => return Poll::Ready(Err(self.io_error(e))),
             }
         }
@@ -909,12 +923,7 @@ impl<S: Transport> WsStream<S> {
         let mut rest = frame;
         if now && self.wbuf.is_empty() && self.pong.is_none() {
             match self.io.write_now(frame) {
-                Ok(0) => {
-                    return Err(Error::Io(io::Error::new(
-                        io::ErrorKind::ConnectionReset,
-                        "connection reset while sending",
-                    )));
-                }
+                Ok(0) => return Err(reset_while_sending()),
                 Ok(n) => rest = &frame[n..],
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(self.io_error(e)),
@@ -923,13 +932,8 @@ impl<S: Transport> WsStream<S> {
         if rest.is_empty() {
             return Ok(false);
         }
-        if self.wbuf.capacity() == 0 {
-            self.wbuf = take_buf();
-        }
-        self.wbuf.extend_from_slice(rest);
-        if self.wbuf.len() >= WRITE_HIGH {
-            self.ready = false;
-        }
+        self.write_buf().extend_from_slice(rest);
+        self.queued();
         Ok(true)
     }
 }

@@ -29,6 +29,11 @@ struct Cli {
     /// Stop by itself after this many seconds (0 = run until killed).
     #[arg(long, default_value_t = 0)]
     max_runtime_secs: u64,
+    /// Read buffer per connection, bytes. tungstenite zero-fills the free part of it, up
+    /// to this size, before every read, so it costs the echo's core in proportion; the
+    /// default holds one whole 16 KiB frame, bench/run's largest message, in one read.
+    #[arg(long, default_value_t = 20 * 1024)]
+    read_buffer: usize,
 }
 
 fn main() {
@@ -69,7 +74,7 @@ async fn serve(cli: Cli) -> i32 {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(handle(stream));
+                    tokio::spawn(handle(stream, cli.read_buffer));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -105,10 +110,10 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     sock.listen(4096)
 }
 
-async fn handle(stream: TcpStream) {
+async fn handle(stream: TcpStream, read_buffer: usize) {
     let _ = stream.set_nodelay(true);
     let config = WebSocketConfig::default()
-        .read_buffer_size(64 * 1024)
+        .read_buffer_size(read_buffer)
         .write_buffer_size(0)
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20));

@@ -109,11 +109,11 @@ fn take_buf() -> BytesMut {
         .unwrap_or_else(|| BytesMut::with_capacity(CHUNK))
 }
 
-/// Drop the first `n` bytes of `buf`. All of them (the usual case: one
-/// message per read, one whole write) clears it instead, so the buffer keeps its start and
-/// its whole capacity: `advance` would move the start, and giving the
-/// buffer back to the pool would then take `try_reclaim`'s slow path to
-/// move it back.
+/// Drop the first `n` bytes of `buf`. Dropping all of them (the usual case:
+/// one message per read, one whole write) clears it instead, so the buffer
+/// keeps its start and its whole capacity: `advance` would move the start,
+/// and giving the buffer back to the pool would then take `try_reclaim`'s
+/// slow path to move it back.
 fn discard(buf: &mut BytesMut, n: usize) {
     if n == buf.len() {
         buf.clear();

@@ -295,7 +295,19 @@ impl UpstreamUrl {
             out.push(b']');
         }
         out.push(b':');
-        out.extend_from_slice(self.port.to_string().as_bytes());
+        // Digit by digit: `to_string` formatted and allocated, per session.
+        let mut digits = [0u8; 5];
+        let mut at = digits.len();
+        let mut port = self.port;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (port % 10) as u8;
+            port /= 10;
+            if port == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
     }
 
     /// Append the request target: the base path, then the client's path
@@ -1325,6 +1337,10 @@ mod tests {
         assert_eq!(u.request_uri(""), "ws://[::1]:9000/");
         assert_eq!(u.authority(), "[::1]:9000");
         assert_eq!(u.to_string(), "ws://[::1]:9000");
+        for port in ["1", "9", "10", "80", "443", "8080", "65535"] {
+            let u: UpstreamUrl = format!("ws://h:{port}").parse().expect("valid");
+            assert_eq!(u.authority(), format!("h:{port}"));
+        }
         for bad in [
             "http://a",
             "ws://",

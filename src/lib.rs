@@ -10,6 +10,8 @@
 //! - [`server`]: binds the listeners, runs the proxy, drains on shutdown.
 //! - [`listener`]: accept loop and HTTP upgrade; one task per session.
 //! - [`upstream`]: dialing the upstream, header forwarding, failure statuses.
+//! - [`head`]: HTTP header fields looked up in the bytes they were read in,
+//!   and the WebSocket handshake's keys.
 //! - [`resolver`]: the upstream's addresses, resolved once and refreshed in
 //!   the background.
 //! - [`session`]: the relay loop between the two legs.
@@ -37,6 +39,7 @@ pub mod config;
 pub mod demo;
 pub mod echo;
 pub mod explain;
+pub mod head;
 pub mod keepalive;
 pub mod listener;
 pub mod metrics;

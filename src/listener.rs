@@ -16,16 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::HeaderValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{Route, Settings};
+use crate::head::{self, Fields, Spans};
 use crate::metrics::{Metrics, RouteId, SessionInfo};
 use crate::resolver::Resolver;
 use crate::session::{CLOSE_TIMEOUT, Session, SessionConfig};
@@ -162,27 +162,20 @@ pub(crate) fn tune_listener(listener: &TcpListener) {
     piggyback_acks(listener);
 }
 
-/// Accept clients until `stop` fires.
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(stop);
+/// Accept clients, each into a task of its own, until the task running
+/// this is aborted (the drain's start). Between two awaits it only spawns,
+/// so an abort never leaves a connection half taken.
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        tokio::select! {
-            biased;
-            _ = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let shared2 = shared.clone();
-                    shared.tracker.spawn(serve_connection(tcp, peer, shared2));
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off briefly rather than spin.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let shared2 = shared.clone();
+                shared.tracker.spawn(serve_connection(tcp, peer, shared2));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -238,14 +231,13 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
         None
     };
     let m = &shared.metrics;
-    let mut buf = Vec::with_capacity(1024);
     let head = tokio::time::timeout(
         shared.settings.limits.handshake_timeout,
-        read_head(&mut tcp, &mut buf),
+        read_head(&mut tcp),
     )
     .await;
-    let (req, head_len) = match head {
-        Ok(Ok(Head::Complete(req, len))) => (req, len),
+    let (req, rest) = match head {
+        Ok(Ok(Head::Complete(req, rest))) => (req, rest),
         Ok(Ok(Head::Refused(status, body))) => {
             m.rejection(status.as_u16());
             debug!(%peer, status = status.as_u16(), reason = body.trim_end(), "bad request head");
@@ -284,13 +276,16 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
         refuse(tcp, r).await;
         return None;
     }
-    let headers = upstream::forward_headers(&req.headers, peer.ip());
     let s = &shared.settings;
+    let client_head = upstream::ClientHead {
+        path_and_query: &req.path_and_query,
+        headers: &req.headers,
+        client_ip: peer.ip(),
+    };
     let dialed = match upstream::dial(
         &s.upstream.url,
         &shared.resolver,
-        &req.path_and_query,
-        headers,
+        client_head,
         s.upstream.connect_timeout,
         shared.limits,
         shared.tls.as_ref(),
@@ -324,12 +319,7 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
     // right behind it) are the client leg's first input. Each leg lives on
     // the heap, so moving it through the nested session futures copies a
     // pointer, not the struct.
-    let client = Box::new(WsStream::new(
-        tcp,
-        Role::Server,
-        shared.limits,
-        &buf[head_len..],
-    ));
+    let client = Box::new(WsStream::new(tcp, Role::Server, shared.limits, &rest));
     let path = req.path().to_string();
     Some(Accepted {
         client,
@@ -343,13 +333,13 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
     })
 }
 
-/// A parsed request head, owned (nothing borrowed from the read buffer).
+/// A parsed request head, owned: its fields sit in the bytes read.
 struct ClientRequest {
     method_get: bool,
     http11: bool,
     /// Origin-form path and query, also taken from an absolute-form target.
     path_and_query: String,
-    headers: HeaderMap,
+    headers: Fields,
 }
 
 impl ClientRequest {
@@ -360,16 +350,15 @@ impl ClientRequest {
 
     /// Sec-WebSocket-Key, empty when absent (checked by `check_upgrade`).
     fn key(&self) -> &[u8] {
-        self.headers
-            .get(header::SEC_WEBSOCKET_KEY)
-            .map_or(&[], |v| v.as_bytes())
+        self.headers.get("sec-websocket-key").unwrap_or_default()
     }
 }
 
 /// How reading a request head ended.
 enum Head {
-    /// A request and the length of its head in the buffer.
-    Complete(ClientRequest, usize),
+    /// A request, and the bytes read past its head: a client may send
+    /// its first frame right behind it.
+    Complete(ClientRequest, Vec<u8>),
     /// Not a request we can take: the status and body to answer.
     Refused(StatusCode, &'static str),
 }
@@ -379,7 +368,8 @@ const MAX_HEADERS: usize = 100;
 
 /// Read until `buf` holds a whole request head, parsing as bytes arrive so
 /// that garbage is refused at once rather than at the timeout.
-async fn read_head(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head> {
+async fn read_head(tcp: &mut TcpStream) -> io::Result<Head> {
+    let mut buf = Vec::with_capacity(1024);
     loop {
         if buf.len() >= MAX_HEAD_BYTES {
             return Ok(Head::Refused(
@@ -388,18 +378,20 @@ async fn read_head(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Head> {
             ));
         }
         buf.reserve(1024);
-        if tcp.read_buf(buf).await? == 0 {
+        if tcp.read_buf(&mut buf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        if let Some(head) = parse_head(buf) {
+        if let Some(head) = parse_head(&mut buf) {
             return Ok(head);
         }
     }
 }
 
-/// Parse a request head: `None` while incomplete. The header array lives
-/// only in this call, so it never weighs on the connection's future.
-fn parse_head(buf: &[u8]) -> Option<Head> {
+/// Parse a request head: `None` while incomplete. Once it is complete,
+/// `buf` is split: the head's bytes go into the request's [`Fields`], what
+/// follows them is returned beside it. The header array lives only in this
+/// call, so it never weighs on the connection's future.
+fn parse_head(buf: &mut Vec<u8>) -> Option<Head> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
     let len = match req.parse(buf) {
@@ -424,23 +416,17 @@ fn parse_head(buf: &[u8]) -> Option<Head> {
     let Ok(uri) = hyper::Uri::try_from(req.path.unwrap_or("/")) else {
         return bad("malformed request target\n");
     };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            header::HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) else {
-            return bad("malformed header\n");
-        };
-        headers.append(name, value);
-    }
+    // httparse has checked every name and value against HTTP's grammar.
+    let spans = Spans::of(buf, req.headers);
+    let (method_get, http11) = (req.method == Some("GET"), req.version == Some(1));
+    let rest = buf.split_off(len);
     let request = ClientRequest {
-        method_get: req.method == Some("GET"),
-        http11: req.version == Some(1),
+        method_get,
+        http11,
         path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
-        headers,
+        headers: Fields::new(std::mem::take(buf), spans),
     };
-    Some(Head::Complete(request, len))
+    Some(Head::Complete(request, rest))
 }
 
 /// Answer `response` and close, reading what the client still sends for a
@@ -500,7 +486,7 @@ fn switching_response(key: &[u8], protocol: Option<&HeaderValue>) -> Vec<u8> {
     r.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ",
     );
-    r.extend_from_slice(derive_accept_key(key).as_bytes());
+    r.extend_from_slice(&head::accept_key(key));
     r.extend_from_slice(b"\r\n");
     if let Some(p) = protocol {
         r.extend_from_slice(b"sec-websocket-protocol: ");
@@ -514,8 +500,7 @@ fn switching_response(key: &[u8], protocol: Option<&HeaderValue>) -> Vec<u8> {
 /// What is wrong with a request that should be a WebSocket upgrade.
 fn check_upgrade(req: &ClientRequest) -> Result<(), (StatusCode, &'static str)> {
     let h = &req.headers;
-    let has_token = |name, token| upstream::has_token(h, name, token);
-    if !h.contains_key(header::UPGRADE) {
+    if h.get("upgrade").is_none() {
         return Err((
             StatusCode::UPGRADE_REQUIRED,
             "this is a WebSocket endpoint: Upgrade: websocket required\n",
@@ -527,20 +512,20 @@ fn check_upgrade(req: &ClientRequest) -> Result<(), (StatusCode, &'static str)> 
             "WebSocket upgrade needs GET over HTTP/1.1\n",
         ));
     }
-    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+    if !h.has_token("upgrade", "websocket") || !h.has_token("connection", "upgrade") {
         return Err((
             StatusCode::BAD_REQUEST,
             "Upgrade: websocket and Connection: Upgrade required\n",
         ));
     }
-    if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+    if h.get("sec-websocket-version") != Some(b"13") {
         return Err((
             StatusCode::UPGRADE_REQUIRED,
             "Sec-WebSocket-Version: 13 required\n",
         ));
     }
     // 16 random bytes, base64: 24 characters (RFC 6455 §4.1).
-    if req.key().len() != 24 || h.get_all(header::SEC_WEBSOCKET_KEY).iter().count() != 1 {
+    if req.key().len() != 24 || h.get_all("sec-websocket-key").count() != 1 {
         return Err((
             StatusCode::BAD_REQUEST,
             "missing or malformed Sec-WebSocket-Key\n",
@@ -592,7 +577,9 @@ fn rejection_response(e: upstream::UpstreamError, status: StatusCode) -> Vec<u8>
             } else {
                 Vec::new()
             };
-            let ct = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+            let ct = headers
+                .get(hyper::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes());
             response(status, ct, "", &body)
         }
         upstream::UpstreamError::Timeout(_) => {
@@ -607,7 +594,7 @@ mod tests {
     use super::{Head, prefix_matches};
 
     fn parsed(raw: &[u8]) -> Option<Head> {
-        super::parse_head(raw)
+        super::parse_head(&mut raw.to_vec())
     }
 
     #[test]
@@ -615,13 +602,13 @@ mod tests {
         use super::{Head, StatusCode};
         let upgrade = b"GET ws://elsewhere.example/a/b?x=1 HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: k\r\n\r\nFRAME";
         match parsed(upgrade) {
-            Some(Head::Complete(req, len)) => {
+            Some(Head::Complete(req, rest)) => {
                 assert_eq!(
                     req.path_and_query, "/a/b?x=1",
                     "absolute form gives its path only"
                 );
                 assert_eq!(req.path(), "/a/b");
-                assert_eq!(&upgrade[len..], b"FRAME");
+                assert_eq!(rest, b"FRAME");
                 assert_eq!(
                     (req.method_get, req.http11, req.key()),
                     (true, true, &b"k"[..])

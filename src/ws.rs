@@ -412,6 +412,17 @@ pub struct WsStream<S> {
     ready: bool,
 }
 
+/// A leg that ends holding a buffer (its last read, a Close echo it
+/// wrote) gives it back to the pool: dropped, the next session's first
+/// read or write would allocate a new one, two 16 KiB allocations per
+/// session setup.
+impl<S> Drop for WsStream<S> {
+    fn drop(&mut self) {
+        give_buf(std::mem::take(&mut self.rbuf));
+        give_buf(std::mem::take(&mut self.wbuf));
+    }
+}
+
 impl<S> WsStream<S> {
     /// A leg over an established connection, after the HTTP upgrade.
     /// `read_ahead` holds bytes already read past the handshake (a peer may
@@ -559,19 +570,24 @@ impl<S> WsStream<S> {
             if len > 125 {
                 return Err(Error::Protocol(P::ControlFrameTooBig));
             }
-            self.rbuf.advance(size);
-            let payload = self.rbuf.split_to(len);
+            // Copied out rather than split off: a split would make the
+            // read buffer shared, and it could not go back to the pool
+            // (two 16 KiB allocations per session, for the two Closes).
+            let mut copy = [0u8; 125];
+            let payload = &mut copy[..len];
+            payload.copy_from_slice(&self.rbuf[size..end]);
+            discard(&mut self.rbuf, end);
             let msg = match h.opcode {
-                CLOSE => self.on_close(&payload)?,
+                CLOSE => self.on_close(payload)?,
                 PING => {
-                    let data = payload.freeze();
+                    let data = Bytes::copy_from_slice(payload);
                     if self.state == State::Active {
                         self.pong = Some(data.clone());
                         self.reply_unflushed = true;
                     }
                     Some(Message::Ping(data))
                 }
-                PONG => Some(Message::Pong(payload.freeze())),
+                PONG => Some(Message::Pong(Bytes::copy_from_slice(payload))),
                 i => return Err(Error::Protocol(P::UnknownControlFrameType(i))),
             };
             return Ok(msg.map(Incoming::Message));
@@ -823,7 +839,7 @@ impl<S: Transport> WsStream<S> {
                 self.ended = true;
                 self.partial = None;
                 self.pending = 0;
-                self.rbuf = BytesMut::new();
+                give_buf(std::mem::take(&mut self.rbuf));
                 match e {
                     Error::AlreadyClosed | Error::ConnectionClosed => Poll::Ready(None),
                     e => Poll::Ready(Some(Err(e))),

@@ -9,6 +9,11 @@
 
 use std::io;
 
+use crate::protocol::close::{
+    ABNORMAL, INVALID_PAYLOAD, MESSAGE_TOO_BIG, NO_STATUS, PROTOCOL_ERROR,
+};
+use crate::protocol::{code_allowed_on_wire, is_clean_code};
+
 use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
 /// Which side of the proxy a leg faces.
@@ -125,21 +130,6 @@ pub struct Closure {
     pub cause: Cause,
 }
 
-/// 1002: protocol error (RFC 6455 §7.4.1).
-pub const PROTOCOL_ERROR: u16 = 1002;
-/// 1005: "no status received"; never on the wire, used for an empty Close frame.
-pub const NO_STATUS: u16 = 1005;
-/// 1006: "abnormal closure"; never on the wire, used when there was no Close frame.
-pub const ABNORMAL: u16 = 1006;
-/// 1007: invalid frame payload data (invalid UTF-8 in text).
-pub const INVALID_PAYLOAD: u16 = 1007;
-/// 1009: message too big.
-pub const MESSAGE_TOO_BIG: u16 = 1009;
-/// 1001: going away; sent to the upstream when the client vanished.
-pub const GOING_AWAY: u16 = 1001;
-/// 1014: bad gateway; sent to the client when the upstream vanished.
-pub const BAD_GATEWAY: u16 = 1014;
-
 /// Classify the event that ended a session.
 ///
 /// | event                                  | code            | side      | cause             |
@@ -206,18 +196,6 @@ impl Closure {
     pub fn code_label(&self) -> String {
         self.code.to_string()
     }
-}
-
-/// Whether a close code counts as a clean ending.
-pub fn is_clean_code(code: u16) -> bool {
-    matches!(code, 1000 | 1001 | 3000..=4999)
-}
-
-/// Whether a peer may put `code` in a Close frame: RFC 6455 §7.4 and the
-/// IANA registry (1012–1014 were registered later). Not tungstenite's
-/// `is_allowed`, which still refuses 1014.
-pub fn code_allowed_on_wire(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Map a tungstenite read/write error on `side` to the event it means.

@@ -69,9 +69,9 @@ use crate::config::{self, Settings};
 use crate::echo::EchoServer;
 use crate::explain;
 use crate::metrics::{Metrics, names};
+use crate::protocol::encode_frame;
 use crate::server::Server;
 use crate::shutdown::DrainReport;
-use crate::wire::encode_frame;
 
 /// Largest message the demo proxy accepts (`limits.max_message_size`).
 pub const MAX_MESSAGE: usize = 64 * 1024;
@@ -674,7 +674,7 @@ impl Scenario {
 
 // === A raw WebSocket client ===
 
-use crate::wire::opcode::{
+use crate::protocol::opcode::{
     BINARY as OP_BINARY, CLOSE as OP_CLOSE, CONTINUATION as OP_CONTINUATION, PING as OP_PING,
     PONG as OP_PONG, TEXT as OP_TEXT,
 };

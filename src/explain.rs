@@ -358,7 +358,7 @@ pub fn diagnose(text: &str) -> String {
     let closed: f64 = by_kind.values().sum();
     let abnormal: f64 = by_kind
         .iter()
-        .filter(|((c, _, _), _)| !crate::closure::is_clean_code(c.parse().unwrap_or(0)))
+        .filter(|((c, _, _), _)| !crate::protocol::is_clean_code(c.parse().unwrap_or(0)))
         .map(|(_, v)| v)
         .sum();
     let _ = writeln!(

@@ -16,6 +16,7 @@
 //!   the background.
 //! - [`session`]: the relay loop between the two legs.
 //! - [`keepalive`]: the proxy's ping/pong schedule and RTT, no I/O.
+//! - [`protocol`]: RFC 6455 opcodes, close codes and their rules, roles.
 //! - [`closure`]: pure classification of how a session ended.
 //! - [`metrics`]: metric names, handles, the session guard.
 //! - [`recent`]: the ring of recent closures behind `/closures`.
@@ -27,8 +28,6 @@
 //! - [`explain`]: `wspulse explain`, a plain-language diagnosis of `/metrics`.
 //! - [`clock`]: the per-thread cached time the relay stamps messages with.
 //! - [`telemetry`]: tracing in text or JSON.
-//! - [`wire`]: hand-built WebSocket frames for the demo's misbehaving
-//!   clients and the tests.
 
 #![forbid(unsafe_code)]
 
@@ -43,6 +42,7 @@ pub mod head;
 pub mod keepalive;
 pub mod listener;
 pub mod metrics;
+pub mod protocol;
 pub mod recent;
 pub mod resolver;
 pub mod server;
@@ -50,5 +50,4 @@ pub mod session;
 pub mod shutdown;
 pub mod telemetry;
 pub mod upstream;
-pub mod wire;
 pub mod ws;

@@ -574,7 +574,7 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         let m = &self.metrics.inner;
         let closure = self.closure.unwrap_or(Closure {
-            code: crate::closure::ABNORMAL,
+            code: crate::protocol::close::ABNORMAL,
             side: Side::Proxy,
             cause: Cause::Internal,
         });

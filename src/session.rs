@@ -40,9 +40,10 @@ use tokio_tungstenite::tungstenite::{
 };
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::closure::{self, Cause, Closure, Side, TerminalEvent, classify, event_of_error};
+use crate::closure::{Cause, Closure, Side, TerminalEvent, classify, event_of_error};
 use crate::keepalive::{Action, Keepalive, Pong};
 use crate::metrics::{Direction, Metrics, SessionGuard};
+use crate::protocol::close;
 use crate::shutdown::Drain;
 use crate::ws::{Incoming, Transport, WsStream};
 
@@ -524,7 +525,7 @@ impl<C: Transport, U: Transport> Session<C, U> {
             E::Shutdown { code } => {
                 self.client.close(Some(code), reason, LegState::Closing);
                 self.upstream
-                    .close(Some(closure::GOING_AWAY), reason, LegState::Closing);
+                    .close(Some(close::GOING_AWAY), reason, LegState::Closing);
             }
         }
     }
@@ -535,7 +536,7 @@ impl<C: Transport, U: Transport> Session<C, U> {
         self.guard
             .closure()
             .map(|c| c.code)
-            .filter(|&c| c != closure::NO_STATUS)
+            .filter(|&c| c != close::NO_STATUS)
     }
 
     /// Drive both legs' closing handshakes until both are done, the close
@@ -864,8 +865,8 @@ fn other(side: Side) -> Side {
 /// The code the proxy sends toward `to` when the *other* peer went away.
 fn going_away_toward(to: Side) -> u16 {
     match to {
-        Side::Upstream => closure::GOING_AWAY,
-        _ => closure::BAD_GATEWAY,
+        Side::Upstream => close::GOING_AWAY,
+        _ => close::BAD_GATEWAY,
     }
 }
 

@@ -54,8 +54,8 @@ use tokio_tungstenite::tungstenite::{
 };
 use tokio_util::io::poll_read_buf;
 
-use crate::closure::code_allowed_on_wire;
-use crate::wire::opcode::{BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
+use crate::protocol::code_allowed_on_wire;
+use crate::protocol::opcode::{BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
 
 /// Size of a buffer taken from the pool. A read asks for at least this
 /// much room (more when a frame header announces a bigger payload), so a
@@ -1024,7 +1024,7 @@ impl<S: Transport> Sink<Message> for WsStream<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::encode_frame;
+    use crate::protocol::encode_frame;
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use wspulse::wire::opcode::{BINARY as BIN, CLOSE, CONTINUATION as CONT, PING, TEXT};
+use wspulse::protocol::opcode::{BINARY as BIN, CLOSE, CONTINUATION as CONT, PING, TEXT};
 
 /// Limits small enough to hit with a few bytes.
 const MAX_MESSAGE: usize = 1024;
@@ -934,7 +934,7 @@ async fn no_client_string_becomes_a_metric_label() {
             let mut c = RawClient::connect(proxy.addr, path).await;
             c.send(true, CLOSE, &close_payload(code, reason)).await;
             let back = c.expect_close().await.unwrap();
-            let want = if wspulse::closure::code_allowed_on_wire(code) {
+            let want = if wspulse::protocol::code_allowed_on_wire(code) {
                 code
             } else {
                 1002
@@ -954,7 +954,7 @@ async fn no_client_string_becomes_a_metric_label() {
         )
         .await;
         let back = c.expect_close().await.unwrap();
-        let want = if wspulse::closure::code_allowed_on_wire(code) {
+        let want = if wspulse::protocol::code_allowed_on_wire(code) {
             code
         } else {
             1014

@@ -30,7 +30,7 @@ impl RawFrame {
 
 /// Encode a frame. `mask` as a client must.
 pub fn frame(fin: bool, opcode: u8, payload: &[u8], mask: bool) -> Vec<u8> {
-    wspulse::wire::encode_frame(
+    wspulse::protocol::encode_frame(
         fin,
         opcode,
         payload,

@@ -3,18 +3,46 @@
 //! [`classify`] is a pure function from the [`TerminalEvent`] that ended a
 //! session to a [`Closure`] `{code, side, cause}`. Everything that decides
 //! what `wspulse_connections_closed_total` says lives here, so the whole
-//! policy can be read (and tested) in one place. [`event_of_error`] maps
-//! tungstenite errors onto terminal events by variant and `io::ErrorKind`,
-//! never by message text.
+//! policy can be read (and tested) in one place. A leg's own errors
+//! ([`ws::Error`]) map one to one onto rows of the table; I/O errors were
+//! sorted by `io::ErrorKind` in `ws`, never by message text.
 
-use std::io;
-
-use crate::protocol::close::{
-    ABNORMAL, INVALID_PAYLOAD, MESSAGE_TOO_BIG, NO_STATUS, PROTOCOL_ERROR,
-};
+use crate::protocol::close::{ABNORMAL, NO_STATUS, PROTOCOL_ERROR};
 use crate::protocol::{code_allowed_on_wire, is_clean_code};
+use crate::ws;
 
-use tokio_tungstenite::tungstenite::{self, error::CapacityError};
+/// One of a session's two legs. The proxy is never a leg: its own
+/// decisions (a drain) are [`Side::Proxy`], which leg code cannot name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LegId {
+    /// The leg to the WebSocket client.
+    Client,
+    /// The leg to the upstream server.
+    Upstream,
+}
+
+impl LegId {
+    /// The `side` this leg is reported as.
+    pub fn side(self) -> Side {
+        match self {
+            LegId::Client => Side::Client,
+            LegId::Upstream => Side::Upstream,
+        }
+    }
+
+    /// The other leg.
+    pub fn other(self) -> LegId {
+        match self {
+            LegId::Client => LegId::Upstream,
+            LegId::Upstream => LegId::Client,
+        }
+    }
+
+    /// `client` or `upstream`.
+    pub fn as_str(self) -> &'static str {
+        self.side().as_str()
+    }
+}
 
 /// Which side of the proxy a leg faces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,38 +107,25 @@ impl Cause {
     }
 }
 
-/// What kind of protocol violation a peer committed; decides 1002 vs 1007.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Violation {
-    /// Framing, opcode, masking, control-frame or close-code rules (RFC 6455 §5, §7.4).
-    Framing,
-    /// A text message that is not valid UTF-8 (RFC 6455 §8.1).
-    InvalidUtf8,
-}
-
 /// The first thing that ended a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum TerminalEvent {
-    /// `side` sent a Close frame. `code` is `None` when the frame had no body.
-    /// `allowed` is false when the code may not appear on the wire.
+    /// `leg` sent a Close frame. `code` is `None` when the frame had no body.
     CloseFrame {
         /// The leg that sent the frame.
-        side: Side,
+        leg: LegId,
         /// The close code, if the frame carried one.
         code: Option<u16>,
     },
-    /// `side` closed its TCP stream without a Close frame.
-    Eof(Side),
-    /// `side`'s TCP connection was reset.
-    Reset(Side),
-    /// Some other I/O error on `side`.
-    IoError(Side),
-    /// `side` did not answer the proxy's ping in time.
-    PingTimeout(Side),
-    /// `side` broke the protocol.
-    Protocol(Side, Violation),
-    /// `side` sent a message or frame over the limits.
-    TooBig(Side),
+    /// `leg` failed: its stream ended or broke, or it broke the protocol.
+    Failed {
+        /// The leg that failed.
+        leg: LegId,
+        /// How, in the leg's own words.
+        error: ws::Error,
+    },
+    /// `leg` did not answer the proxy's ping in time.
+    PingTimeout(LegId),
     /// The proxy is draining; `code` is what it sends to the client.
     Shutdown {
         /// `shutdown.close_code` (1001 or 1012).
@@ -132,48 +147,51 @@ pub struct Closure {
 
 /// Classify the event that ended a session.
 ///
-/// | event                                  | code            | side      | cause             |
-/// |----------------------------------------|-----------------|-----------|-------------------|
-/// | Close frame with code `c` (allowed)    | `c`             | sender    | `close_frame`     |
-/// | Close frame without a code             | 1005            | sender    | `close_frame`     |
-/// | Close frame with a forbidden code¹     | 1002            | sender    | `protocol_error`  |
-/// | TCP FIN without Close frame            | 1006            | that leg  | `eof`             |
-/// | TCP RST / broken pipe / aborted        | 1006            | that leg  | `reset`           |
-/// | other I/O error                        | 1006            | that leg  | `io_error`        |
-/// | no pong within `keepalive.timeout`     | 1006            | dead leg  | `ping_timeout`    |
-/// | framing violation²                     | 1002            | offender  | `protocol_error`  |
-/// | invalid UTF-8 in a text message        | 1007            | offender  | `protocol_error`  |
-/// | message or frame over the limits       | 1009            | sender    | `message_too_big` |
-/// | proxy drain (SIGTERM / SIGINT)         | `close_code`    | `proxy`   | `shutdown`        |
+/// | event                                         | code         | side     | cause             |
+/// |-----------------------------------------------|--------------|----------|-------------------|
+/// | Close frame with code `c` (allowed)           | `c`          | sender   | `close_frame`     |
+/// | Close frame without a code                    | 1005         | sender   | `close_frame`     |
+/// | Close frame with a forbidden code¹            | 1002         | sender   | `protocol_error`  |
+/// | [`ws::Error::Eof`]: TCP FIN, no Close frame   | 1006         | that leg | `eof`             |
+/// | [`ws::Error::Reset`]: RST, broken pipe        | 1006         | that leg | `reset`           |
+/// | [`ws::Error::Io`]: other I/O error            | 1006         | that leg | `io_error`        |
+/// | no pong within `keepalive.timeout`            | 1006         | dead leg | `ping_timeout`    |
+/// | [`ws::Error::Protocol`]: framing violation²   | 1002         | offender | `protocol_error`  |
+/// | [`ws::Error::Protocol`]: invalid UTF-8        | 1007         | offender | `protocol_error`  |
+/// | [`ws::Error::TooBig`]: over the limits        | 1009         | sender   | `message_too_big` |
+/// | proxy drain (SIGTERM / SIGINT)                | `close_code` | `proxy`  | `shutdown`        |
 ///
 /// ¹ RFC 6455 §7.4.1–7.4.2: 1004–1006, 1015, 1016–2999, 0–999 and ≥ 5000
 /// may not be sent. Reporting them as 1002 keeps the `code` label bounded
 /// whatever a peer sends. ² Unmasked client frame, masked server frame,
 /// reserved bits, unknown opcode, fragmented or oversize (> 125 B) control
-/// frame, continuation without a start (RFC 6455 §5.1–5.5).
+/// frame, continuation without a start, a 1-byte Close (RFC 6455 §5.1–5.5,
+/// [`ws::Violation`]).
 ///
 /// For the error rows (1002, 1007, 1009) the code is the one the proxy sends
-/// to the offender, which is the session's first Close frame.
-pub fn classify(event: TerminalEvent) -> Closure {
+/// to the offender ([`ws::Error::close_code`]), which is the session's
+/// first Close frame.
+pub fn classify(event: &TerminalEvent) -> Closure {
     use TerminalEvent as E;
+    use ws::Error as W;
     let (code, side, cause) = match event {
-        E::CloseFrame { side, code: None } => (NO_STATUS, side, Cause::CloseFrame),
-        E::CloseFrame {
-            side,
-            code: Some(c),
-        } if code_allowed_on_wire(c) => (c, side, Cause::CloseFrame),
-        E::CloseFrame {
-            side,
-            code: Some(_),
-        } => (PROTOCOL_ERROR, side, Cause::ProtocolError),
-        E::Eof(side) => (ABNORMAL, side, Cause::Eof),
-        E::Reset(side) => (ABNORMAL, side, Cause::Reset),
-        E::IoError(side) => (ABNORMAL, side, Cause::IoError),
-        E::PingTimeout(side) => (ABNORMAL, side, Cause::PingTimeout),
-        E::Protocol(side, Violation::Framing) => (PROTOCOL_ERROR, side, Cause::ProtocolError),
-        E::Protocol(side, Violation::InvalidUtf8) => (INVALID_PAYLOAD, side, Cause::ProtocolError),
-        E::TooBig(side) => (MESSAGE_TOO_BIG, side, Cause::MessageTooBig),
-        E::Shutdown { code } => (code, Side::Proxy, Cause::Shutdown),
+        E::CloseFrame { leg, code: None } => (NO_STATUS, leg.side(), Cause::CloseFrame),
+        E::CloseFrame { leg, code: Some(c) } if code_allowed_on_wire(*c) => {
+            (*c, leg.side(), Cause::CloseFrame)
+        }
+        E::CloseFrame { leg, code: Some(_) } => (PROTOCOL_ERROR, leg.side(), Cause::ProtocolError),
+        E::Failed { leg, error } => {
+            let cause = match error {
+                W::Eof => Cause::Eof,
+                W::Reset => Cause::Reset,
+                W::Io(_) => Cause::IoError,
+                W::Protocol(_) => Cause::ProtocolError,
+                W::TooBig { .. } => Cause::MessageTooBig,
+            };
+            (error.close_code().unwrap_or(ABNORMAL), leg.side(), cause)
+        }
+        E::PingTimeout(leg) => (ABNORMAL, leg.side(), Cause::PingTimeout),
+        E::Shutdown { code } => (*code, Side::Proxy, Cause::Shutdown),
     };
     Closure { code, side, cause }
 }
@@ -198,184 +216,136 @@ impl Closure {
     }
 }
 
-/// Map a tungstenite read/write error on `side` to the event it means.
-///
-/// By variant and `io::ErrorKind` only. An EOF without a Close frame is
-/// reported (by `ws::WsStream`, as by tungstenite) as `ResetWithoutClosingHandshake`.
-pub fn event_of_error(side: Side, err: &tungstenite::Error) -> TerminalEvent {
-    use tungstenite::Error as W;
-    use tungstenite::error::ProtocolError as P;
-    match err {
-        W::ConnectionClosed | W::AlreadyClosed => TerminalEvent::Eof(side),
-        W::Protocol(P::ResetWithoutClosingHandshake) => TerminalEvent::Eof(side),
-        W::Io(e) => event_of_io(side, e),
-        W::Capacity(CapacityError::MessageTooLong { .. }) => TerminalEvent::TooBig(side),
-        W::Capacity(CapacityError::TooManyHeaders) => {
-            TerminalEvent::Protocol(side, Violation::Framing)
-        }
-        W::Utf8(_) => TerminalEvent::Protocol(side, Violation::InvalidUtf8),
-        W::Protocol(_) | W::AttackAttempt => TerminalEvent::Protocol(side, Violation::Framing),
-        // WriteBufferFull cannot happen (the buffer limit is unbounded) and
-        // the rest are handshake-time errors; count them as I/O trouble.
-        _ => TerminalEvent::IoError(side),
-    }
-}
-
-/// Map an I/O error on `side` to the event it means.
-pub fn event_of_io(side: Side, err: &io::Error) -> TerminalEvent {
-    use io::ErrorKind as K;
-    match err.kind() {
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => TerminalEvent::Reset(side),
-        K::UnexpectedEof => TerminalEvent::Eof(side),
-        _ => TerminalEvent::IoError(side),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use Side::{Client as C, Proxy as P, Upstream as U};
+    use LegId::{Client as C, Upstream as U};
     use TerminalEvent as E;
+    use ws::{Error as W, Violation as V};
+
+    fn close(leg: LegId, code: Option<u16>) -> TerminalEvent {
+        E::CloseFrame { leg, code }
+    }
+
+    fn failed(leg: LegId, error: ws::Error) -> TerminalEvent {
+        E::Failed { leg, error }
+    }
 
     /// One row per row of the table in [`classify`]'s doc comment.
     #[test]
     fn classify_table() {
-        let rows: &[(TerminalEvent, u16, Side, &str, &str)] = &[
+        let io = || std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let rows: Vec<(TerminalEvent, u16, Side, &str, &str)> = vec![
             (
-                E::CloseFrame {
-                    side: C,
-                    code: Some(1000),
-                },
+                close(C, Some(1000)),
                 1000,
-                C,
+                Side::Client,
                 "close_frame",
                 "clean",
             ),
             (
-                E::CloseFrame {
-                    side: U,
-                    code: Some(4001),
-                },
+                close(U, Some(4001)),
                 4001,
-                U,
+                Side::Upstream,
                 "close_frame",
                 "clean",
             ),
             (
-                E::CloseFrame {
-                    side: U,
-                    code: Some(1011),
-                },
+                close(U, Some(1011)),
                 1011,
-                U,
+                Side::Upstream,
                 "close_frame",
                 "abnormal",
             ),
             (
-                E::CloseFrame {
-                    side: U,
-                    code: Some(1014),
-                },
+                close(U, Some(1014)),
                 1014,
-                U,
+                Side::Upstream,
                 "close_frame",
                 "abnormal",
             ),
             (
-                E::CloseFrame {
-                    side: C,
-                    code: Some(1004),
-                },
-                1002,
-                C,
-                "protocol_error",
-                "abnormal",
-            ),
-            (
-                E::CloseFrame {
-                    side: C,
-                    code: None,
-                },
+                close(C, None),
                 1005,
-                C,
+                Side::Client,
                 "close_frame",
                 "abnormal",
             ),
             (
-                E::CloseFrame {
-                    side: C,
-                    code: Some(1006),
-                },
+                close(C, Some(1004)),
                 1002,
-                C,
+                Side::Client,
                 "protocol_error",
                 "abnormal",
             ),
             (
-                E::CloseFrame {
-                    side: U,
-                    code: Some(1005),
-                },
+                close(C, Some(5000)),
                 1002,
-                U,
+                Side::Client,
+                "protocol_error",
+                "abnormal",
+            ),
+            (failed(C, W::Eof), 1006, Side::Client, "eof", "abnormal"),
+            (
+                failed(U, W::Reset),
+                1006,
+                Side::Upstream,
+                "reset",
+                "abnormal",
+            ),
+            (
+                failed(U, W::Io(io())),
+                1006,
+                Side::Upstream,
+                "io_error",
+                "abnormal",
+            ),
+            (
+                E::PingTimeout(C),
+                1006,
+                Side::Client,
+                "ping_timeout",
+                "abnormal",
+            ),
+            (
+                failed(C, W::Protocol(V::ReservedBits)),
+                1002,
+                Side::Client,
                 "protocol_error",
                 "abnormal",
             ),
             (
-                E::CloseFrame {
-                    side: C,
-                    code: Some(1015),
-                },
-                1002,
-                C,
-                "protocol_error",
-                "abnormal",
-            ),
-            (
-                E::CloseFrame {
-                    side: C,
-                    code: Some(999),
-                },
-                1002,
-                C,
-                "protocol_error",
-                "abnormal",
-            ),
-            (
-                E::CloseFrame {
-                    side: C,
-                    code: Some(5000),
-                },
-                1002,
-                C,
-                "protocol_error",
-                "abnormal",
-            ),
-            (E::Eof(C), 1006, C, "eof", "abnormal"),
-            (E::Reset(U), 1006, U, "reset", "abnormal"),
-            (E::IoError(U), 1006, U, "io_error", "abnormal"),
-            (E::PingTimeout(C), 1006, C, "ping_timeout", "abnormal"),
-            (
-                E::Protocol(C, Violation::Framing),
-                1002,
-                C,
-                "protocol_error",
-                "abnormal",
-            ),
-            (
-                E::Protocol(U, Violation::InvalidUtf8),
+                failed(U, W::Protocol(V::InvalidUtf8)),
                 1007,
-                U,
+                Side::Upstream,
                 "protocol_error",
                 "abnormal",
             ),
-            (E::TooBig(C), 1009, C, "message_too_big", "abnormal"),
-            (E::Shutdown { code: 1001 }, 1001, P, "shutdown", "clean"),
-            (E::Shutdown { code: 1012 }, 1012, P, "shutdown", "abnormal"),
+            (
+                failed(C, W::TooBig { size: 2, max: 1 }),
+                1009,
+                Side::Client,
+                "message_too_big",
+                "abnormal",
+            ),
+            (
+                E::Shutdown { code: 1001 },
+                1001,
+                Side::Proxy,
+                "shutdown",
+                "clean",
+            ),
+            (
+                E::Shutdown { code: 1012 },
+                1012,
+                Side::Proxy,
+                "shutdown",
+                "abnormal",
+            ),
         ];
-        for &(event, code, side, cause, class) in rows {
-            let c = classify(event);
+        for (event, code, side, cause, class) in rows {
+            let c = classify(&event);
             assert_eq!(
                 (c.code, c.side, c.cause.as_str(), c.class()),
                 (code, side, cause, class),
@@ -388,50 +358,51 @@ mod tests {
     fn every_wire_code_gives_a_bounded_label() {
         // Whatever a peer sends, the code label is a valid wire code or 1002/1005.
         for raw in 0..=u16::MAX {
-            let c = classify(E::CloseFrame {
-                side: C,
-                code: Some(raw),
-            });
+            let c = classify(&close(C, Some(raw)));
             assert!((1000..=4999).contains(&c.code), "{raw} -> {}", c.code);
             assert!(c.code != ABNORMAL && c.code != 1015, "{raw}");
         }
     }
 
     #[test]
-    fn io_errors_map_by_kind() {
-        let e = |k| event_of_io(C, &io::Error::from(k));
-        assert_eq!(e(io::ErrorKind::ConnectionReset), E::Reset(C));
-        assert_eq!(e(io::ErrorKind::BrokenPipe), E::Reset(C));
-        assert_eq!(e(io::ErrorKind::UnexpectedEof), E::Eof(C));
-        assert_eq!(e(io::ErrorKind::TimedOut), E::IoError(C));
+    fn every_violation_is_a_protocol_error_with_its_code() {
+        for v in [
+            V::UnmaskedFromClient,
+            V::MaskedFromServer,
+            V::ReservedBits,
+            V::UnknownOpcode(3),
+            V::FragmentedControl,
+            V::ControlTooBig,
+            V::UnexpectedContinuation,
+            V::ExpectedContinuation,
+            V::AfterClose,
+            V::ClosePayload,
+            V::ForbiddenCloseCode(1006),
+            V::InvalidUtf8,
+        ] {
+            let c = classify(&failed(U, W::Protocol(v)));
+            assert_eq!(c.cause, Cause::ProtocolError, "{v:?}");
+            assert_eq!(c.code, v.close_code(), "{v:?}");
+            assert!(v.reason().len() <= crate::protocol::MAX_CLOSE_REASON);
+        }
     }
 
     #[test]
-    fn tungstenite_errors_map_by_variant() {
-        use tungstenite::error::ProtocolError as PE;
-        let w = |e: tungstenite::Error| event_of_error(U, &e);
-        assert_eq!(
-            w(tungstenite::Error::Protocol(
-                PE::ResetWithoutClosingHandshake
-            )),
-            E::Eof(U)
-        );
-        assert_eq!(
-            w(tungstenite::Error::Protocol(PE::NonZeroReservedBits)),
-            E::Protocol(U, Violation::Framing)
-        );
-        assert_eq!(
-            w(tungstenite::Error::Utf8("x".into())),
-            E::Protocol(U, Violation::InvalidUtf8)
-        );
-        assert_eq!(
-            w(tungstenite::Error::Capacity(
-                CapacityError::MessageTooLong {
-                    size: 2,
-                    max_size: 1
-                }
-            )),
-            E::TooBig(U)
-        );
+    fn io_errors_map_by_kind() {
+        use std::io::{Error, ErrorKind as K};
+        let e = |k| W::from_io(Error::from(k));
+        assert!(matches!(e(K::ConnectionReset), W::Reset));
+        assert!(matches!(e(K::BrokenPipe), W::Reset));
+        assert!(matches!(e(K::ConnectionAborted), W::Reset));
+        assert!(matches!(e(K::UnexpectedEof), W::Eof));
+        assert!(matches!(e(K::TimedOut), W::Io(_)));
+    }
+
+    #[test]
+    fn legs_are_never_the_proxy() {
+        assert_eq!(C.side(), Side::Client);
+        assert_eq!(U.side(), Side::Upstream);
+        assert_eq!(C.other(), U);
+        assert_eq!(U.other(), C);
     }
 }

@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::closure::Side;
+use crate::closure::LegId;
 
 /// Prefix of the proxy's ping payloads: how its pongs are recognised.
 pub const PAYLOAD_TAG: &[u8; 8] = b"wspulse\0";
 
 /// Which leg, as an index.
-fn idx(side: Side) -> usize {
-    usize::from(side == Side::Upstream)
+fn idx(leg: LegId) -> usize {
+    usize::from(leg == LegId::Upstream)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -37,9 +37,9 @@ struct LegState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Send a Ping with this payload on this leg.
-    Ping(Side, [u8; 16]),
+    Ping(LegId, [u8; 16]),
     /// This leg did not answer in time: it is dead.
-    Dead(Side),
+    Dead(LegId),
 }
 
 /// What a received Pong was.
@@ -95,36 +95,36 @@ impl Keepalive {
     /// Advance to `now`. A dead leg is reported before any ping, client leg first.
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
-        for side in [Side::Client, Side::Upstream] {
-            let leg = &self.legs[idx(side)];
+        for id in [LegId::Client, LegId::Upstream] {
+            let leg = &self.legs[idx(id)];
             if leg
                 .outstanding
                 .is_some_and(|(_, sent)| now >= sent + self.timeout)
             {
-                actions.push(Action::Dead(side));
+                actions.push(Action::Dead(id));
             }
         }
         if !actions.is_empty() {
             return actions;
         }
-        for side in [Side::Client, Side::Upstream] {
-            let leg = &mut self.legs[idx(side)];
+        for id in [LegId::Client, LegId::Upstream] {
+            let leg = &mut self.legs[idx(id)];
             if now >= leg.next_ping {
                 self.seq += 1;
                 leg.outstanding = Some((self.seq, now));
                 leg.next_ping = now + self.interval;
-                actions.push(Action::Ping(side, payload(self.seq)));
+                actions.push(Action::Ping(id, payload(self.seq)));
             }
         }
         actions
     }
 
-    /// Classify a Pong read on `side`.
-    pub fn on_pong(&mut self, side: Side, data: &[u8], now: Instant) -> Pong {
+    /// Classify a Pong read on `from`.
+    pub fn on_pong(&mut self, from: LegId, data: &[u8], now: Instant) -> Pong {
         let Some(seq) = parse_payload(data) else {
             return Pong::NotOurs;
         };
-        let leg = &mut self.legs[idx(side)];
+        let leg = &mut self.legs[idx(from)];
         match leg.outstanding {
             Some((expected, sent)) if expected == seq => {
                 leg.outstanding = None;
@@ -178,10 +178,10 @@ mod tests {
         let now = Instant::now();
         let actions = k.on_tick(now);
         assert_eq!(actions.len(), 2);
-        let Action::Ping(Side::Client, p_client) = actions[0] else {
+        let Action::Ping(LegId::Client, p_client) = actions[0] else {
             panic!("{actions:?}")
         };
-        let Action::Ping(Side::Upstream, p_up) = actions[1] else {
+        let Action::Ping(LegId::Upstream, p_up) = actions[1] else {
             panic!("{actions:?}")
         };
         assert_ne!(p_client, p_up);
@@ -189,17 +189,17 @@ mod tests {
         assert_eq!(k.deadline(), now + 10 * S);
         tokio::time::advance(Duration::from_millis(20)).await;
         assert_eq!(
-            k.on_pong(Side::Client, &p_client, Instant::now()),
+            k.on_pong(LegId::Client, &p_client, Instant::now()),
             Pong::Answered(Duration::from_millis(20))
         );
         // A second copy is stale, a pong for the other leg's ping on this leg too.
         assert_eq!(
-            k.on_pong(Side::Client, &p_client, Instant::now()),
+            k.on_pong(LegId::Client, &p_client, Instant::now()),
             Pong::Stale
         );
-        assert_eq!(k.on_pong(Side::Client, &p_up, Instant::now()), Pong::Stale);
+        assert_eq!(k.on_pong(LegId::Client, &p_up, Instant::now()), Pong::Stale);
         assert_eq!(
-            k.on_pong(Side::Upstream, &p_up, Instant::now()),
+            k.on_pong(LegId::Upstream, &p_up, Instant::now()),
             Pong::Answered(Duration::from_millis(20))
         );
         assert_eq!(k.deadline(), now + 15 * S);
@@ -215,7 +215,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            k.on_pong(Side::Client, &p_client, Instant::now()),
+            k.on_pong(LegId::Client, &p_client, Instant::now()),
             Pong::Answered(Duration::ZERO)
         );
         tokio::time::advance(10 * S - Duration::from_millis(1)).await;
@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(k.deadline(), Instant::now());
         assert_eq!(
             k.on_tick(Instant::now()),
-            vec![Action::Dead(Side::Upstream)]
+            vec![Action::Dead(LegId::Upstream)]
         );
     }
 
@@ -232,15 +232,15 @@ mod tests {
     fn foreign_pongs_are_not_ours() {
         let mut k = ka(Instant::now());
         assert_eq!(
-            k.on_pong(Side::Client, b"hello", Instant::now()),
+            k.on_pong(LegId::Client, b"hello", Instant::now()),
             Pong::NotOurs
         );
         assert_eq!(
-            k.on_pong(Side::Client, b"wspulse\0", Instant::now()),
+            k.on_pong(LegId::Client, b"wspulse\0", Instant::now()),
             Pong::NotOurs
         );
         assert_eq!(
-            k.on_pong(Side::Client, &payload(99), Instant::now()),
+            k.on_pong(LegId::Client, &payload(99), Instant::now()),
             Pong::Stale
         );
     }
@@ -254,7 +254,7 @@ mod tests {
         tokio::time::advance(S).await;
         assert_eq!(
             k.on_tick(Instant::now()),
-            vec![Action::Dead(Side::Client), Action::Dead(Side::Upstream)]
+            vec![Action::Dead(LegId::Client), Action::Dead(LegId::Upstream)]
         );
     }
 }

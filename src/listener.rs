@@ -20,13 +20,15 @@ use hyper::header::HeaderValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{Route, Settings};
+use crate::conn;
 use crate::head::{self, Fields, Spans};
-use crate::metrics::{Metrics, RouteId, SessionInfo};
+use crate::metrics::{Metrics, RouteId};
+use crate::protocol::Role;
+use crate::record::SessionInfo;
 use crate::resolver::Resolver;
 use crate::session::{CLOSE_TIMEOUT, Session, SessionConfig};
 use crate::shutdown::Drain;
@@ -129,39 +131,6 @@ pub fn limits(settings: &Settings) -> Limits {
     }
 }
 
-/// Turn off TCP quick-ACK on a socket (Linux; a no-op elsewhere).
-///
-/// Both legs start with the peer speaking and wspulse answering soon after:
-/// the client's upgrade request is answered by the 101, the upstream's
-/// SYN-ACK by our upgrade request, its 101 by the first relayed frame. In
-/// quick-ACK mode the kernel acknowledges each of those at once in a
-/// segment of its own; with it off the ACK rides on the answer. That is
-/// three segments fewer per session (each a softirq on both ends), ~6%
-/// more sessions set up per second in `bench/run`. HAProxy does the same
-/// on its HTTP listeners. The kernel still ACKs on its delayed-ACK timer
-/// when no answer comes, and leaves this mode by itself for bulk transfer.
-pub(crate) fn piggyback_acks<S: std::os::fd::AsFd>(socket: &S) {
-    #[cfg(target_os = "linux")]
-    {
-        let _ = socket2::SockRef::from(socket).set_tcp_quickack(false);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = socket;
-}
-
-/// Set up the listening socket with what every accepted client socket
-/// needs: no Nagle (frames are written whole and flushed once per burst)
-/// and delayed ACKs ([`piggyback_acks`]). Linux copies both to each
-/// accepted socket, which saves a `setsockopt` per client; elsewhere
-/// `handshake` turns Nagle off on each socket itself.
-pub(crate) fn tune_listener(listener: &TcpListener) {
-    #[cfg(target_os = "linux")]
-    {
-        let _ = socket2::SockRef::from(listener).set_tcp_nodelay(true);
-    }
-    piggyback_acks(listener);
-}
-
 /// Accept clients, each into a task of its own, until the task running
 /// this is aborted (the drain's start). Between two awaits it only spawns,
 /// so an abort never leaves a connection half taken.
@@ -202,8 +171,8 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
 
 /// A client whose upgrade succeeded: both legs, ready to relay.
 struct Accepted {
-    client: Box<WsStream<TcpStream>>,
-    upstream: Box<WsStream<upstream::UpstreamStream>>,
+    client: Box<WsStream>,
+    upstream: Box<WsStream>,
     route: RouteId,
     info: SessionInfo,
     /// The `max_connections` slot, held until the session ends.
@@ -213,9 +182,7 @@ struct Accepted {
 /// Read the client's request, dial the upstream and answer 101, or answer
 /// the refusal and close (`None`).
 async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Accepted> {
-    // On Linux the listener's no-Nagle is inherited (`tune_listener`).
-    #[cfg(not(target_os = "linux"))]
-    let _ = tcp.set_nodelay(true);
+    conn::tune_accepted(&tcp);
     let permit = shared.sessions.clone().try_acquire_owned().ok();
     // Over the limit: answer 503 while few are waiting, else drop the TCP.
     let _reject_permit = if permit.is_none() {
@@ -534,9 +501,9 @@ fn check_upgrade(req: &ClientRequest) -> Result<(), (StatusCode, &'static str)> 
     Ok(())
 }
 
-async fn run_session<C: crate::ws::Transport, U: crate::ws::Transport>(
-    client: Box<WsStream<C>>,
-    upstream: Box<WsStream<U>>,
+async fn run_session(
+    client: Box<WsStream>,
+    upstream: Box<WsStream>,
     route: RouteId,
     info: SessionInfo,
     shared: &Shared,
@@ -641,27 +608,5 @@ mod tests {
         assert!(!prefix_matches("/chat", "/chatroom"));
         assert!(prefix_matches("/", "/anything"));
         assert!(prefix_matches("/api/", "/api/x"));
-    }
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod ack_tests {
-    /// Sockets accepted from a listener that had `tune_listener` start
-    /// with delayed ACKs (quick-ACK off) and no Nagle: both are inherited,
-    /// which is what lets `handshake` skip setting them per socket.
-    #[tokio::test]
-    async fn accepted_sockets_inherit_delayed_acks_and_no_nagle() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        super::tune_listener(&listener);
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) =
-            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-        let (accepted, _) = accepted.unwrap();
-        let client = client.unwrap();
-        assert!(!socket2::SockRef::from(&accepted).tcp_quickack().unwrap());
-        assert!(socket2::SockRef::from(&accepted).tcp_nodelay().unwrap());
-        // Control: a socket nobody changed is in quick-ACK mode, with Nagle.
-        assert!(socket2::SockRef::from(&client).tcp_quickack().unwrap());
-        assert!(!socket2::SockRef::from(&client).tcp_nodelay().unwrap());
     }
 }

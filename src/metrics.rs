@@ -11,7 +11,6 @@
 //! by construction: it counts the open when it is made and the close when it
 //! is dropped, whatever path the session took.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use prometheus::{
@@ -20,8 +19,9 @@ use prometheus::{
 };
 use tokio::time::Instant;
 
-use crate::closure::{Cause, Closure, Side};
-use crate::recent::{ClosureRecord, RecentClosures};
+use crate::closure::{Cause, Closure, LegId, Side};
+use crate::recent::RecentClosures;
+use crate::record::{ClosureRecord, Direction, SessionEnd, SessionInfo, SessionStats};
 
 /// Metric names, as in INTERFACE.md. Dashboards and alerts depend on them.
 pub mod names {
@@ -47,25 +47,6 @@ pub mod names {
     pub const DRAIN: &str = "wspulse_drain_sessions_total";
     /// Time since the last frame when a session ended, by class.
     pub const IDLE_BEFORE_CLOSE: &str = "wspulse_idle_before_close_seconds";
-}
-
-/// `direction` label values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Frames read from the client, written to the upstream.
-    ClientToUpstream,
-    /// Frames read from the upstream, written to the client.
-    UpstreamToClient,
-}
-
-impl Direction {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::ClientToUpstream => "client_to_upstream",
-            Direction::UpstreamToClient => "upstream_to_client",
-        }
-    }
 }
 
 /// Why an upstream dial failed: the `reason` label.
@@ -359,10 +340,10 @@ impl Metrics {
     }
 
     /// Observe the round-trip time of one of the proxy's pings.
-    pub fn ping_rtt(&self, side: Side, seconds: f64) {
-        match side {
-            Side::Upstream => self.inner.rtt_upstream.observe(seconds),
-            _ => self.inner.rtt_client.observe(seconds),
+    pub fn ping_rtt(&self, leg: LegId, seconds: f64) {
+        match leg {
+            LegId::Upstream => self.inner.rtt_upstream.observe(seconds),
+            LegId::Client => self.inner.rtt_client.observe(seconds),
         }
     }
 
@@ -465,10 +446,8 @@ impl Metrics {
             route,
             started: now,
             started_wall: std::time::SystemTime::now(),
-            closure: None,
-            reason: String::new(),
             info,
-            stats: SessionStats::new(now),
+            finished: false,
         }
     }
 }
@@ -488,102 +467,45 @@ pub struct Totals {
     pub drained_cut: u64,
 }
 
-/// What the guard knows about a session from its handshake.
-#[derive(Debug, Clone, Default)]
-pub struct SessionInfo {
-    /// The client's socket address, kept as one and formatted only where
-    /// shown (`/closures`, logs): a per-session `to_string` was most of the
-    /// handshake's formatting cost.
-    pub client_addr: Option<SocketAddr>,
-    /// The request path (without the query).
-    pub path: String,
-}
-
-/// Per-session counters kept by the relay, reported at the end.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionStats {
-    /// Data messages client → upstream.
-    pub messages_c2u: u64,
-    /// Data messages upstream → client.
-    pub messages_u2c: u64,
-    /// Payload bytes client → upstream.
-    pub bytes_c2u: u64,
-    /// Payload bytes upstream → client.
-    pub bytes_u2c: u64,
-    /// When a frame last went either way (pings included).
-    pub last_activity: Instant,
-    /// Last proxy-ping RTT on the client leg, seconds.
-    pub rtt_client: Option<f64>,
-    /// Last proxy-ping RTT on the upstream leg, seconds.
-    pub rtt_upstream: Option<f64>,
-}
-
-impl SessionStats {
-    /// Zero counters, last activity at `now` (the session start).
-    fn new(now: Instant) -> SessionStats {
-        SessionStats {
-            messages_c2u: 0,
-            messages_u2c: 0,
-            bytes_c2u: 0,
-            bytes_u2c: 0,
-            last_activity: now,
-            rtt_client: None,
-            rtt_upstream: None,
-        }
-    }
-}
-
-/// Accounts for one session: counted open when made, counted closed when
-/// dropped. If the session never set its closure (a bug, or the runtime
-/// dropped the task) it is recorded as `1006/proxy/internal`, so the
-/// invariant still holds and the gap is visible.
+/// Accounts for one session: counted open when made, counted closed
+/// when the session hands over its end ([`Self::finish`]). If it never
+/// does (a bug, or the runtime dropped the task) the drop records it as
+/// `1006/proxy/internal`, so `opened == closed + active` still holds and
+/// the gap is visible.
 pub struct SessionGuard {
     metrics: Metrics,
     route: RouteId,
     started: Instant,
     started_wall: std::time::SystemTime,
-    closure: Option<Closure>,
-    reason: String,
     info: SessionInfo,
-    /// Counters the relay keeps up to date.
-    pub stats: SessionStats,
+    finished: bool,
 }
 
 impl SessionGuard {
-    /// Record how the session ended. The first call wins: later events
-    /// (the other leg's reply, a cut) do not change who ended it.
-    pub fn set_closure(&mut self, closure: Closure, reason: &str) {
-        if self.closure.is_none() {
-            self.closure = Some(closure);
-            self.reason = truncate_utf8(reason, 123).to_string();
-        }
-    }
-
-    /// The closure recorded so far.
-    pub fn closure(&self) -> Option<Closure> {
-        self.closure
-    }
-
     /// When the session started.
     pub fn started(&self) -> Instant {
         self.started
     }
-}
 
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
+    /// Record how the session ended: the closed counter, the duration and
+    /// idle histograms, the `/closures` record, then the `ended` watch.
+    /// Only the first call counts.
+    pub fn finish(&mut self, end: SessionEnd) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
         let m = &self.metrics.inner;
-        let closure = self.closure.unwrap_or(Closure {
-            code: crate::protocol::close::ABNORMAL,
-            side: Side::Proxy,
-            cause: Cause::Internal,
-        });
+        let SessionEnd {
+            closure,
+            reason,
+            stats,
+        } = end;
         let route = &m.routes[self.route.0];
         let clean = closure.class() == "clean";
         let now = Instant::now();
         let duration = now.saturating_duration_since(self.started).as_secs_f64();
         let idle = now
-            .saturating_duration_since(self.stats.last_activity)
+            .saturating_duration_since(stats.last_activity)
             .as_secs_f64();
         m.closed
             .with_label_values(&[
@@ -610,10 +532,10 @@ impl Drop for SessionGuard {
             self.started_wall,
             duration,
             closure,
-            std::mem::take(&mut self.reason),
+            reason,
             route.name.clone(),
             std::mem::take(&mut self.info),
-            &self.stats,
+            &stats,
             idle,
         ));
         // Last, so a waiter sees the counters and the record.
@@ -621,23 +543,27 @@ impl Drop for SessionGuard {
     }
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-pub fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish(SessionEnd {
+                closure: Closure {
+                    code: crate::protocol::close::ABNORMAL,
+                    side: Side::Proxy,
+                    cause: Cause::Internal,
+                },
+                reason: String::new(),
+                stats: SessionStats::new(self.started),
+            });
+        }
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::closure::TerminalEvent;
-    use crate::closure::classify;
+    use crate::closure::{TerminalEvent, classify};
+    use crate::ws;
 
     fn value(text: &str, line_prefix: &str) -> f64 {
         text.lines()
@@ -653,11 +579,16 @@ mod tests {
         let r = m.route(None);
         let mut g1 = m.open_session(r, SessionInfo::default());
         let g2 = m.open_session(r, SessionInfo::default());
-        g1.set_closure(classify(TerminalEvent::Eof(Side::Client)), "");
-        g1.set_closure(
-            classify(TerminalEvent::Eof(Side::Upstream)),
-            "ignored: first wins",
-        );
+        let end = |leg| SessionEnd {
+            closure: classify(&TerminalEvent::Failed {
+                leg,
+                error: ws::Error::Eof,
+            }),
+            reason: String::new(),
+            stats: SessionStats::new(Instant::now()),
+        };
+        g1.finish(end(LegId::Client));
+        g1.finish(end(LegId::Upstream));
         drop(g1);
         let text = m.encode();
         assert_eq!(
@@ -713,11 +644,5 @@ mod tests {
         let m = Metrics::standalone(&["chat".into()], 0).unwrap();
         assert_eq!(m.route_name(m.route(Some(0))), "chat");
         assert_eq!(m.route_name(m.route(None)), "other");
-    }
-
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        assert_eq!(truncate_utf8("héllo", 2), "h");
-        assert_eq!(truncate_utf8("abc", 123), "abc");
     }
 }

@@ -5,95 +5,9 @@
 //! often; this says which sessions, on which route, after how much idle time.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-
-use crate::closure::Closure;
-use crate::metrics::{SessionInfo, SessionStats};
-
-/// One ended session, as `/closures` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClosureRecord {
-    /// Start; shown as RFC 3339 UTC. Formatted only when `/closures` is
-    /// read: every session ends with a record, few records are ever read.
-    #[serde(serialize_with = "serialize_rfc3339")]
-    pub start: SystemTime,
-    /// End; shown as RFC 3339 UTC.
-    #[serde(serialize_with = "serialize_rfc3339")]
-    pub end: SystemTime,
-    /// Lifetime in seconds.
-    pub duration_s: f64,
-    /// Close code (as in the `code` label).
-    pub code: u16,
-    /// Close reason of the first Close frame, at most 123 bytes.
-    pub reason: String,
-    /// `clean` or `abnormal`.
-    pub class: &'static str,
-    /// Who ended it.
-    pub side: &'static str,
-    /// Why.
-    pub cause: &'static str,
-    /// The route label.
-    pub route: String,
-    /// The client's address (serialised as `"ip:port"`).
-    pub client_addr: Option<SocketAddr>,
-    /// The request path.
-    pub path: String,
-    /// Data messages client → upstream.
-    pub messages_client_to_upstream: u64,
-    /// Data messages upstream → client.
-    pub messages_upstream_to_client: u64,
-    /// Payload bytes client → upstream.
-    pub bytes_client_to_upstream: u64,
-    /// Payload bytes upstream → client.
-    pub bytes_upstream_to_client: u64,
-    /// Last keepalive RTT on the client leg, seconds.
-    pub last_rtt_client_s: Option<f64>,
-    /// Last keepalive RTT on the upstream leg, seconds.
-    pub last_rtt_upstream_s: Option<f64>,
-    /// Seconds since the last frame either way when it ended.
-    pub idle_before_close_s: f64,
-}
-
-impl ClosureRecord {
-    /// Build a record from what the session guard knows.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        started: SystemTime,
-        duration_s: f64,
-        closure: Closure,
-        reason: String,
-        route: String,
-        info: SessionInfo,
-        stats: &SessionStats,
-        idle_s: f64,
-    ) -> ClosureRecord {
-        let end = started + std::time::Duration::from_secs_f64(duration_s.max(0.0));
-        ClosureRecord {
-            start: started,
-            end,
-            duration_s,
-            code: closure.code,
-            reason,
-            class: closure.class(),
-            side: closure.side.as_str(),
-            cause: closure.cause.as_str(),
-            route,
-            client_addr: info.client_addr,
-            path: info.path,
-            messages_client_to_upstream: stats.messages_c2u,
-            messages_upstream_to_client: stats.messages_u2c,
-            bytes_client_to_upstream: stats.bytes_c2u,
-            bytes_upstream_to_client: stats.bytes_u2c,
-            last_rtt_client_s: stats.rtt_client,
-            last_rtt_upstream_s: stats.rtt_upstream,
-            idle_before_close_s: idle_s,
-        }
-    }
-}
+use crate::record::ClosureRecord;
 
 /// Filters of `GET /closures`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -181,64 +95,10 @@ impl RecentClosures {
     }
 }
 
-fn serialize_rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*t))
-}
-
-/// RFC 3339 UTC with milliseconds, without a date crate (civil-from-days,
-/// Howard Hinnant's algorithm).
-fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::closure::{Side, TerminalEvent, classify};
-
-    fn record(code: u16) -> ClosureRecord {
-        let closure = classify(TerminalEvent::CloseFrame {
-            side: Side::Client,
-            code: Some(code),
-        });
-        let stats = SessionStats {
-            messages_c2u: 1,
-            messages_u2c: 2,
-            bytes_c2u: 3,
-            bytes_u2c: 4,
-            last_activity: tokio::time::Instant::now(),
-            rtt_client: None,
-            rtt_upstream: Some(0.001),
-        };
-        ClosureRecord::new(
-            UNIX_EPOCH,
-            1.5,
-            closure,
-            "bye".into(),
-            "default".into(),
-            SessionInfo::default(),
-            &stats,
-            0.5,
-        )
-    }
+    use crate::record::tests::record;
 
     #[test]
     fn ring_is_bounded_and_newest_first() {
@@ -264,34 +124,5 @@ mod tests {
         let r = RecentClosures::new(0);
         r.push(record(1000));
         assert!(r.query(&Filter::default()).is_empty());
-    }
-
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_795_996_800_123);
-        assert_eq!(rfc3339(t), "2026-11-30T00:00:00.123Z");
-    }
-
-    #[test]
-    fn record_serialises_with_documented_fields() {
-        let v = serde_json::to_value(record(1000)).unwrap();
-        for key in [
-            "start",
-            "end",
-            "duration_s",
-            "code",
-            "reason",
-            "side",
-            "cause",
-            "route",
-            "client_addr",
-            "bytes_client_to_upstream",
-            "messages_upstream_to_client",
-            "last_rtt_upstream_s",
-            "idle_before_close_s",
-        ] {
-            assert!(v.get(key).is_some(), "{key}");
-        }
     }
 }

@@ -64,7 +64,7 @@ impl Server {
                 .map_err(|source| BindError { addr, what, source })
         };
         let listener = bind(settings.listen.addr, "listen.addr").await?;
-        listener::tune_listener(&listener);
+        crate::conn::tune_listener(&listener);
         let admin = bind(settings.admin.addr, "admin.addr").await?;
         let drain = Drain::new(settings.shutdown.spread);
         let shared = Arc::new(Shared::new(settings, metrics, drain, TaskTracker::new()));

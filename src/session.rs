@@ -11,17 +11,16 @@
 //! burst of messages already in the socket goes out in one write.
 //!
 //! The first terminal event (a Close frame, EOF, reset, error, dead ping,
-//! drain) ends the relay: it is classified once ([`crate::closure`]),
-//! recorded in the [`SessionGuard`], and then one closing phase sends the
-//! other leg its Close and waits (bounded) for the closing handshakes.
+//! drain) ends the relay: it is classified once ([`crate::closure`]), one
+//! closing phase sends each leg what that ending means for it and waits
+//! (bounded) for the closing handshakes, and then the session hands its
+//! [`SessionEnd`] to the [`SessionGuard`].
 //!
-//! A data message that arrives whole in one frame (nearly all of them) is
-//! relayed without becoming a [`Message`]: the read leg leaves it in its
-//! read buffer ([`Incoming::Data`]), rewrites it there for the other leg,
-//! and the other leg writes it from there at once when nothing waits
-//! before it, or copies it into its write buffer for the next flush
-//! (`relay_data`). Everything else (control frames, reassembled
-//! fragments) goes through the [`Message`] path.
+//! A data message that arrives whole in one frame (nearly all of them)
+//! stays in the read leg's buffer ([`Incoming::Data`]) and goes to the
+//! other leg from there ([`WsStream::forward_to`], which owns the
+//! zero-copy contract). Everything else (control frames, reassembled
+//! fragments) arrives as an owned [`Incoming`] item.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,21 +30,16 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
-use futures_util::{Sink, Stream};
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::tungstenite::{
-    self, Message,
-    error::ProtocolError,
-    protocol::{CloseFrame, frame::coding::CloseCode},
-};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::closure::{Cause, Closure, Side, TerminalEvent, classify, event_of_error};
+use crate::closure::{Cause, Closure, LegId, TerminalEvent, classify};
 use crate::keepalive::{Action, Keepalive, Pong};
-use crate::metrics::{Direction, Metrics, SessionGuard};
+use crate::metrics::{Metrics, SessionGuard};
 use crate::protocol::close;
+use crate::record::{Direction, SessionEnd, SessionStats};
 use crate::shutdown::Drain;
-use crate::ws::{Incoming, Transport, WsStream};
+use crate::ws::{self, Incoming, WsStream};
 
 /// How long the closing phase waits for the peers' Close replies (outside a
 /// drain, whose deadline is `shutdown.drain_timeout`).
@@ -70,8 +64,8 @@ enum LegState {
     /// Relaying.
     Open,
     /// A Close went one way or the other: read (discarding data) until the
-    /// peer's reply or the end of the stream. The leg (`ws::WsStream`) writes the echo of
-    /// a peer-initiated Close by itself while we read.
+    /// peer's reply or the end of the stream. The leg ([`WsStream`])
+    /// writes the echo of a peer-initiated Close by itself while we read.
     Closing,
     /// The leg failed on input (protocol error, too big): its stream is
     /// fused, so only flush the Close we queued for it, then drop it.
@@ -80,10 +74,11 @@ enum LegState {
     Done,
 }
 
-struct Leg<S> {
-    side: Side,
+/// One leg of the session and the session's view of it.
+struct Leg {
+    id: LegId,
     /// On the heap: moving the session futures moves a pointer.
-    ws: Option<Box<WsStream<S>>>,
+    ws: Option<Box<WsStream>>,
     state: LegState,
     /// Something was written and not yet flushed.
     dirty: bool,
@@ -104,10 +99,12 @@ enum Quiet {
     Backpressure,
 }
 
-impl<S: Transport> Leg<S> {
-    fn new(side: Side, ws: Box<WsStream<S>>) -> Leg<S> {
+// === impl Leg ===
+
+impl Leg {
+    fn new(id: LegId, ws: Box<WsStream>) -> Leg {
         Leg {
-            side,
+            id,
             ws: Some(ws),
             state: LegState::Open,
             dirty: false,
@@ -115,26 +112,19 @@ impl<S: Transport> Leg<S> {
         }
     }
 
-    /// Queue `msg`; the flush happens when the loop runs out of reads.
-    fn send(&mut self, msg: Message) -> Result<(), tungstenite::Error> {
-        match self.ws.as_mut() {
-            Some(ws) => {
-                self.dirty = true;
-                Pin::new(ws).start_send(msg)
-            }
-            None => Err(tungstenite::Error::AlreadyClosed),
+    /// Queue something on the leg (if it is still there); the flush happens
+    /// when the loop runs out of reads.
+    fn queue(&mut self, f: impl FnOnce(&mut WsStream)) {
+        if let Some(ws) = self.ws.as_mut() {
+            f(ws);
+            self.dirty = true;
         }
     }
 
-    /// Queue a Close (`None`: one without a code) and move to `next`.
+    /// Queue a Close (`None`: one without a code) and move to `next`. A
+    /// leg already gone sees nothing; the closing phase then finds its end.
     fn close(&mut self, code: Option<u16>, reason: &str, next: LegState) {
-        let frame = code.map(|code| CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        });
-        // A failure here means the socket is already gone; the closing phase
-        // will see that as the end of the stream.
-        let _ = self.send(Message::Close(frame));
+        self.queue(|ws| ws.close(code.map(|c| (c, reason))));
         self.state = next;
     }
 
@@ -143,32 +133,22 @@ impl<S: Transport> Leg<S> {
         self.ws = None;
     }
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ws::Error>> {
         match self.ws.as_mut() {
-            Some(ws) => Pin::new(ws).poll_ready(cx),
-            None => Poll::Ready(Err(tungstenite::Error::AlreadyClosed)),
-        }
-    }
-
-    fn poll_next(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Message, tungstenite::Error>>> {
-        match self.ws.as_mut() {
-            Some(ws) => Pin::new(ws).poll_next(cx),
-            None => Poll::Ready(None),
+            Some(ws) => ws.poll_ready(cx),
+            None => Poll::Ready(Ok(())),
         }
     }
 
     /// Flush if dirty. `Ready(Ok)` once nothing is pending.
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tungstenite::Error>> {
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ws::Error>> {
         if !self.dirty {
             return Poll::Ready(Ok(()));
         }
         let Some(ws) = self.ws.as_mut() else {
             return Poll::Ready(Ok(()));
         };
-        let r = std::task::ready!(Pin::new(ws).poll_flush(cx));
+        let r = std::task::ready!(ws.poll_flush(cx));
         self.dirty = false;
         Poll::Ready(r)
     }
@@ -176,20 +156,41 @@ impl<S: Transport> Leg<S> {
 
 /// What one turn of the relay loop saw.
 enum Event {
-    /// A data message, left in the leg's read buffer: text?, length.
-    Data(Side, bool, usize),
-    Read(Side, Message),
-    ReadError(Side, tungstenite::Error),
-    Ended(Side),
-    WriteError(Side, tungstenite::Error),
+    /// Something a leg received.
+    Received(LegId, Incoming),
+    /// A leg's read or write failed.
+    Failed(LegId, ws::Error),
+    /// A leg's stream ended with no Close seen by the relay.
+    Ended(LegId),
     KeepaliveDue,
     DrainNow,
 }
 
+/// How the relay ended: the event and the reason the first Close carries.
+struct Ending {
+    event: TerminalEvent,
+    reason: String,
+}
+
+impl Ending {
+    fn new(event: TerminalEvent, reason: impl Into<String>) -> Option<Ending> {
+        Some(Ending {
+            event,
+            reason: reason.into(),
+        })
+    }
+
+    /// `leg` failed: the reason is what the leg is told, if anything.
+    fn failed(leg: LegId, error: ws::Error) -> Option<Ending> {
+        let reason = error.close_reason();
+        Ending::new(TerminalEvent::Failed { leg, error }, reason)
+    }
+}
+
 /// One session: both legs, keepalive, drain signals, accounting.
-pub struct Session<C, U> {
-    client: Leg<C>,
-    upstream: Leg<U>,
+pub struct Session {
+    client: Leg,
+    upstream: Leg,
     keepalive: Option<Keepalive>,
     keepalive_timer: Pin<Box<Sleep>>,
     drain: Drain,
@@ -200,6 +201,8 @@ pub struct Session<C, U> {
     config: SessionConfig,
     metrics: Metrics,
     guard: SessionGuard,
+    /// The session's counters, handed to the guard at the end.
+    stats: SessionStats,
     /// Alternates which leg is read first.
     client_first: bool,
     /// Which sources woke the task, so a turn polls only those.
@@ -209,16 +212,16 @@ pub struct Session<C, U> {
     timers_due: bool,
 }
 
-impl<C: Transport, U: Transport> Session<C, U> {
+impl Session {
     /// A session over two established WebSocket legs.
     pub fn new(
-        client: Box<WsStream<C>>,
-        upstream: Box<WsStream<U>>,
+        client: Box<WsStream>,
+        upstream: Box<WsStream>,
         config: SessionConfig,
         drain: Drain,
         metrics: Metrics,
         guard: SessionGuard,
-    ) -> Session<C, U> {
+    ) -> Session {
         let now = Instant::now();
         let keepalive = Keepalive::new(config.keepalive_interval, config.keepalive_timeout, now);
         // With keepalive off the timer is parked far away and never fires.
@@ -226,8 +229,8 @@ impl<C: Transport, U: Transport> Session<C, U> {
             .as_ref()
             .map_or(far_future(now), Keepalive::deadline);
         Session {
-            client: Leg::new(Side::Client, client),
-            upstream: Leg::new(Side::Upstream, upstream),
+            client: Leg::new(LegId::Client, client),
+            upstream: Leg::new(LegId::Upstream, upstream),
             keepalive,
             keepalive_timer: Box::pin(tokio::time::sleep_until(first)),
             drain_started: Box::pin(drain.started_token().cancelled_owned()),
@@ -236,6 +239,7 @@ impl<C: Transport, U: Transport> Session<C, U> {
             drain_at: None,
             config,
             metrics,
+            stats: SessionStats::new(guard.started()),
             guard,
             client_first: true,
             wakes: Wakes::new(),
@@ -243,22 +247,27 @@ impl<C: Transport, U: Transport> Session<C, U> {
         }
     }
 
-    /// Relay until the session ends, then close both legs. Returns how it ended.
+    /// Relay until the session ends, close both legs, and record how it
+    /// ended. Returns that.
     pub async fn run(mut self) -> Closure {
-        let (event, reason) = self.relay().await;
-        let closure = classify(event);
-        self.guard.set_closure(closure, &reason);
-        self.begin_closing(event, &reason);
-        let cut = self.closing_phase(event).await;
+        let Ending { event, reason } = self.relay().await;
+        let closure = classify(&event);
+        self.begin_closing(&event, closure, &reason);
+        let cut = self.closing_phase(&event).await;
         if closure.cause == Cause::Shutdown {
             self.metrics.drained(cut);
         }
+        self.guard.finish(SessionEnd {
+            closure,
+            reason,
+            stats: self.stats,
+        });
         closure
-        // Dropping self drops both sockets and the guard, which records the closure.
+        // Dropping self drops both sockets.
     }
 
-    /// The relay loop: returns the terminal event and the close reason text.
-    async fn relay(&mut self) -> (TerminalEvent, String) {
+    /// The relay loop: returns how it ended.
+    async fn relay(&mut self) -> Ending {
         loop {
             let event = std::future::poll_fn(|cx| self.poll_event(cx)).await;
             if let Some(end) = self.handle(event) {
@@ -319,127 +328,90 @@ impl<C: Transport, U: Transport> Session<C, U> {
             return Poll::Ready(event);
         }
         if let Poll::Ready(Err(e)) = self.client.poll_flush(ccx) {
-            return Poll::Ready(Event::WriteError(Side::Client, e));
+            return Poll::Ready(Event::Failed(LegId::Client, e));
         }
         if let Poll::Ready(Err(e)) = self.upstream.poll_flush(ucx) {
-            return Poll::Ready(Event::WriteError(Side::Upstream, e));
+            return Poll::Ready(Event::Failed(LegId::Upstream, e));
         }
         Poll::Pending
     }
 
     /// Act on one event; `Some` ends the relay.
-    fn handle(&mut self, event: Event) -> Option<(TerminalEvent, String)> {
+    fn handle(&mut self, event: Event) -> Option<Ending> {
         match event {
-            Event::Data(side, text, len) => {
+            Event::Received(from, incoming) => {
                 // The cached time: one clock read per relayed message was
                 // the relay's costliest user-space call at small messages.
-                self.guard.stats.last_activity = crate::clock::recent();
-                self.on_data(side, text, len)
+                self.stats.last_activity = crate::clock::recent();
+                self.on_incoming(from, incoming)
             }
-            Event::Read(side, msg) => {
-                self.guard.stats.last_activity = crate::clock::recent();
-                self.on_message(side, msg)
-            }
-            Event::ReadError(side, e) => Some((event_of_error(side, &e), error_reason(&e))),
-            Event::Ended(side) => Some((TerminalEvent::Eof(side), String::new())),
-            Event::WriteError(side, e) => Some((event_of_error(side, &e), String::new())),
+            Event::Failed(leg, e) => Ending::failed(leg, e),
+            Event::Ended(leg) => Ending::failed(leg, ws::Error::Eof),
             Event::DrainNow => {
                 let code = self.config.shutdown_close_code;
-                Some((
-                    TerminalEvent::Shutdown { code },
-                    "wspulse: shutting down".into(),
-                ))
+                Ending::new(TerminalEvent::Shutdown { code }, "wspulse: shutting down")
             }
             Event::KeepaliveDue => self.on_keepalive(Instant::now()),
         }
     }
 
-    fn on_message(&mut self, from: Side, msg: Message) -> Option<(TerminalEvent, String)> {
-        let dir = match from {
-            Side::Upstream => Direction::UpstreamToClient,
-            _ => Direction::ClientToUpstream,
+    fn on_incoming(&mut self, from: LegId, incoming: Incoming) -> Option<Ending> {
+        let dir = Direction::from_leg(from);
+        // Field by field, so the legs and the accounting borrow apart.
+        let (src, dst) = match from {
+            LegId::Client => (&mut self.client, &mut self.upstream),
+            LegId::Upstream => (&mut self.upstream, &mut self.client),
         };
-        let forward = match msg {
-            Message::Text(ref t) => {
-                self.count(dir, t.len());
-                true
+        match incoming {
+            Incoming::Data { len, .. } => {
+                self.metrics.message(dir, len);
+                self.stats.count(dir, len);
+                let (Some(src_ws), Some(dst_ws)) = (src.ws.as_mut(), dst.ws.as_mut()) else {
+                    return None;
+                };
+                match src_ws.forward_to(dst_ws) {
+                    Ok(queued) => dst.dirty |= queued,
+                    Err(e) => return Ending::failed(dst.id, e),
+                }
             }
-            Message::Binary(ref b) => {
-                self.count(dir, b.len());
-                true
+            Incoming::Message { text, data } => {
+                self.metrics.message(dir, data.len());
+                self.stats.count(dir, data.len());
+                dst.queue(|ws| ws.send_data(text, &data));
             }
-            // Pings are answered hop by hop: the leg queued the Pong on
-            // this leg; mark it dirty so the Pong is flushed even if we
-            // do not read this leg again soon. Not relayed: the far peer's
-            // stack would answer too, and the pinger would get two Pongs.
-            Message::Ping(_) => {
-                self.leg_mut(from).mark_dirty();
-                false
-            }
-            Message::Pong(ref data) => {
+            // Pings are answered hop by hop: the leg queued the Pong; mark
+            // it dirty so the Pong is flushed even if we do not read this
+            // leg again soon. Not relayed: the far peer's stack would
+            // answer too, and the pinger would get two Pongs.
+            Incoming::Ping(_) => src.dirty = true,
+            Incoming::Pong(data) => {
                 // Round-trip times need the clock itself, not the cached copy.
                 let now = Instant::now();
-                match self.keepalive.as_mut().map(|k| k.on_pong(from, data, now)) {
+                match self.keepalive.as_mut().map(|k| k.on_pong(from, &data, now)) {
                     Some(Pong::Answered(rtt)) => {
                         let secs = rtt.as_secs_f64();
                         self.metrics.ping_rtt(from, secs);
-                        match from {
-                            Side::Upstream => self.guard.stats.rtt_upstream = Some(secs),
-                            _ => self.guard.stats.rtt_client = Some(secs),
+                        self.stats.rtt(from, secs);
+                        if let Some(k) = &self.keepalive {
+                            self.keepalive_timer.as_mut().reset(k.deadline());
+                            self.timers_due = true;
                         }
-                        self.rearm_keepalive();
-                        false
                     }
-                    Some(Pong::Stale) => false,
+                    Some(Pong::Stale) => {}
                     // A peer's own (unsolicited) Pong: relay it.
-                    Some(Pong::NotOurs) | None => true,
+                    Some(Pong::NotOurs) | None => dst.queue(|ws| ws.send_pong(&data)),
                 }
             }
-            Message::Close(frame) => return Some(close_event(from, frame)),
-            Message::Frame(_) => false,
-        };
-        if forward {
-            let to = self.leg_mut(other(from));
-            if let Err(e) = to.send(msg) {
-                return Some((event_of_error(to.side(), &e), String::new()));
+            Incoming::Close(frame) => {
+                let code = frame.as_ref().map(|f| f.code);
+                let reason = frame.map(|f| f.reason).unwrap_or_default();
+                return Ending::new(TerminalEvent::CloseFrame { leg: from, code }, reason);
             }
         }
         None
     }
 
-    /// Relay the data message left in `from`'s read buffer.
-    fn on_data(&mut self, from: Side, text: bool, len: usize) -> Option<(TerminalEvent, String)> {
-        let relayed = match from {
-            Side::Upstream => {
-                self.count(Direction::UpstreamToClient, len);
-                relay_data(&mut self.upstream, &mut self.client, text)
-            }
-            _ => {
-                self.count(Direction::ClientToUpstream, len);
-                relay_data(&mut self.client, &mut self.upstream, text)
-            }
-        };
-        relayed
-            .err()
-            .map(|(side, e)| (event_of_error(side, &e), String::new()))
-    }
-
-    fn count(&mut self, dir: Direction, len: usize) {
-        self.metrics.message(dir, len);
-        let s = &mut self.guard.stats;
-        match dir {
-            Direction::ClientToUpstream => {
-                s.messages_c2u += 1;
-                s.bytes_c2u += len as u64;
-            }
-            Direction::UpstreamToClient => {
-                s.messages_u2c += 1;
-                s.bytes_u2c += len as u64;
-            }
-        }
-    }
-
-    fn on_keepalive(&mut self, now: Instant) -> Option<(TerminalEvent, String)> {
+    fn on_keepalive(&mut self, now: Instant) -> Option<Ending> {
         // Pings written below may change what the legs' writes report.
         self.client.quiet = Quiet::No;
         self.upstream.quiet = Quiet::No;
@@ -450,16 +422,16 @@ impl<C: Transport, U: Transport> Session<C, U> {
             .unwrap_or_default();
         for action in actions {
             match action {
-                Action::Dead(side) => {
-                    let reason = format!("wspulse: {} did not answer ping", side.as_str());
-                    return Some((TerminalEvent::PingTimeout(side), reason));
+                Action::Dead(leg) => {
+                    let reason = match leg {
+                        LegId::Client => "wspulse: client did not answer ping",
+                        LegId::Upstream => "wspulse: upstream did not answer ping",
+                    };
+                    return Ending::new(TerminalEvent::PingTimeout(leg), reason);
                 }
-                Action::Ping(side, payload) => {
-                    self.guard.stats.last_activity = now;
-                    let leg = self.leg_mut(side);
-                    if let Err(e) = leg.send(Message::Ping(payload.to_vec().into())) {
-                        return Some((event_of_error(side, &e), String::new()));
-                    }
+                Action::Ping(leg, payload) => {
+                    self.stats.last_activity = now;
+                    self.leg_mut(leg).queue(|ws| ws.send_ping(&payload));
                 }
             }
         }
@@ -474,10 +446,18 @@ impl<C: Transport, U: Transport> Session<C, U> {
         }
     }
 
-    fn leg_mut(&mut self, side: Side) -> &mut dyn LegOps {
-        match side {
-            Side::Upstream => &mut self.upstream,
-            _ => &mut self.client,
+    fn leg_mut(&mut self, id: LegId) -> &mut Leg {
+        match id {
+            LegId::Client => &mut self.client,
+            LegId::Upstream => &mut self.upstream,
+        }
+    }
+
+    /// The leg `from` and the other one.
+    fn legs_mut(&mut self, from: LegId) -> (&mut Leg, &mut Leg) {
+        match from {
+            LegId::Client => (&mut self.client, &mut self.upstream),
+            LegId::Upstream => (&mut self.upstream, &mut self.client),
         }
     }
 
@@ -493,56 +473,48 @@ impl<C: Transport, U: Transport> Session<C, U> {
     ///
     /// 1001 goes toward the upstream (the client went away), 1014 toward the
     /// client (the upstream went away: bad gateway).
-    fn begin_closing(&mut self, event: TerminalEvent, reason: &str) {
+    fn begin_closing(&mut self, event: &TerminalEvent, closure: Closure, reason: &str) {
         use TerminalEvent as E;
         match event {
-            E::CloseFrame { side, .. } => {
-                self.leg_mut(side).set_state(LegState::Closing);
-                let code = self.close_to_forward();
-                self.leg_mut(other(side))
-                    .close(code, reason, LegState::Closing);
+            E::CloseFrame { leg, code } => {
+                // The leg refused forbidden codes, so the code goes on as
+                // it came: the same code, or an empty Close for an empty
+                // one (the far peer then sees 1005 too).
+                let (ender, other) = self.legs_mut(*leg);
+                ender.state = LegState::Closing;
+                other.close(*code, reason, LegState::Closing);
             }
-            E::Eof(side) | E::Reset(side) | E::IoError(side) | E::PingTimeout(side) => {
-                self.leg_mut(side).finish();
-                let text = format!("wspulse: {} went away", side.as_str());
-                self.leg_mut(other(side)).close(
-                    Some(going_away_toward(other(side))),
-                    &text,
-                    LegState::Closing,
-                );
+            E::Failed { leg, error } if error.close_code().is_some() => {
+                // The offender is told the code it earned (the closure's).
+                let (offender, other) = self.legs_mut(*leg);
+                offender.close(Some(closure.code), reason, LegState::Flushing);
+                let text = match leg {
+                    LegId::Client => "wspulse: client broke the protocol",
+                    LegId::Upstream => "wspulse: upstream broke the protocol",
+                };
+                other.close(Some(going_away_toward(other.id)), text, LegState::Closing);
             }
-            E::Protocol(side, _) | E::TooBig(side) => {
-                let code = classify(event).code;
-                self.leg_mut(side)
-                    .close(Some(code), reason, LegState::Flushing);
-                let text = format!("wspulse: {} broke the protocol", side.as_str());
-                self.leg_mut(other(side)).close(
-                    Some(going_away_toward(other(side))),
-                    &text,
-                    LegState::Closing,
-                );
+            E::Failed { leg, .. } | E::PingTimeout(leg) => {
+                let (gone, other) = self.legs_mut(*leg);
+                gone.finish();
+                let text = match leg {
+                    LegId::Client => "wspulse: client went away",
+                    LegId::Upstream => "wspulse: upstream went away",
+                };
+                other.close(Some(going_away_toward(other.id)), text, LegState::Closing);
             }
             E::Shutdown { code } => {
-                self.client.close(Some(code), reason, LegState::Closing);
+                self.client.close(Some(*code), reason, LegState::Closing);
                 self.upstream
                     .close(Some(close::GOING_AWAY), reason, LegState::Closing);
             }
         }
     }
 
-    /// The code to forward for a peer's Close frame: the same code, or an
-    /// empty Close for an empty one (the far peer then sees 1005 too).
-    fn close_to_forward(&self) -> Option<u16> {
-        self.guard
-            .closure()
-            .map(|c| c.code)
-            .filter(|&c| c != close::NO_STATUS)
-    }
-
     /// Drive both legs' closing handshakes until both are done, the close
     /// timeout passes, or the drain deadline cuts them. Returns whether a
     /// drain session was cut.
-    async fn closing_phase(&mut self, event: TerminalEvent) -> bool {
+    async fn closing_phase(&mut self, event: &TerminalEvent) -> bool {
         // A drain session is bounded by the drain deadline (the cut), any
         // other by the close timeout (and by the cut, should one come).
         let draining = matches!(event, TerminalEvent::Shutdown { .. });
@@ -593,44 +565,13 @@ enum Closing {
     Cut,
 }
 
-/// Object-safe leg operations, so one helper can pick either leg.
-trait LegOps {
-    fn send(&mut self, msg: Message) -> Result<(), tungstenite::Error>;
-    fn close(&mut self, code: Option<u16>, reason: &str, next: LegState);
-    fn finish(&mut self);
-    fn set_state(&mut self, s: LegState);
-    fn side(&self) -> Side;
-    fn mark_dirty(&mut self);
-}
-
-impl<S: Transport> LegOps for Leg<S> {
-    fn send(&mut self, msg: Message) -> Result<(), tungstenite::Error> {
-        Leg::send(self, msg)
-    }
-    fn close(&mut self, code: Option<u16>, reason: &str, next: LegState) {
-        Leg::close(self, code, reason, next)
-    }
-    fn finish(&mut self) {
-        Leg::finish(self)
-    }
-    fn set_state(&mut self, s: LegState) {
-        self.state = s;
-    }
-    fn side(&self) -> Side {
-        self.side
-    }
-    fn mark_dirty(&mut self) {
-        self.dirty = true;
-    }
-}
-
 /// Poll a read on `from` if `to` can take a message. `None`: nothing happened.
 /// Each leg is polled with its own context (`fcx`, `tcx`), so every
 /// registration on a socket carries that leg's waker.
-fn poll_relay_read<A: Transport, B: Transport>(
-    from: &mut Leg<A>,
+fn poll_relay_read(
+    from: &mut Leg,
     fcx: &mut Context<'_>,
-    to: &mut Leg<B>,
+    to: &mut Leg,
     tcx: &mut Context<'_>,
 ) -> Option<Event> {
     if from.quiet != Quiet::No {
@@ -638,7 +579,7 @@ fn poll_relay_read<A: Transport, B: Transport>(
     }
     match to.poll_ready(tcx) {
         Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(e)) => return Some(Event::WriteError(to.side, e)),
+        Poll::Ready(Err(e)) => return Some(Event::Failed(to.id, e)),
         // Backpressure: `to` is still writing; leave `from`'s bytes in its socket.
         Poll::Pending => {
             from.quiet = Quiet::Backpressure;
@@ -646,15 +587,12 @@ fn poll_relay_read<A: Transport, B: Transport>(
         }
     }
     let Some(ws) = from.ws.as_mut() else {
-        return Some(Event::Ended(from.side));
+        return Some(Event::Ended(from.id));
     };
     match ws.poll_incoming(fcx) {
-        Poll::Ready(Some(Ok(Incoming::Data { text, len }))) => {
-            Some(Event::Data(from.side, text, len))
-        }
-        Poll::Ready(Some(Ok(Incoming::Message(msg)))) => Some(Event::Read(from.side, msg)),
-        Poll::Ready(Some(Err(e))) => Some(Event::ReadError(from.side, e)),
-        Poll::Ready(None) => Some(Event::Ended(from.side)),
+        Poll::Ready(Some(Ok(incoming))) => Some(Event::Received(from.id, incoming)),
+        Poll::Ready(Some(Err(e))) => Some(Event::Failed(from.id, e)),
+        Poll::Ready(None) => Some(Event::Ended(from.id)),
         Poll::Pending => {
             from.quiet = Quiet::Read;
             None
@@ -662,39 +600,9 @@ fn poll_relay_read<A: Transport, B: Transport>(
     }
 }
 
-/// Send on the data message waiting in `from`'s read buffer, then let it
-/// go. Its frame, rewritten in place for `to`, goes out at once when it is
-/// the last of what `from`'s socket had and `to` has nothing queued (one
-/// message in flight per session, the common case: no copy at all);
-/// otherwise it is queued, and flushed when the loop runs out of reads,
-/// so a burst still leaves in one write.
-fn relay_data<A: Transport, B: Transport>(
-    from: &mut Leg<A>,
-    to: &mut Leg<B>,
-    text: bool,
-) -> Result<(), (Side, tungstenite::Error)> {
-    let Some(src) = from.ws.as_mut() else {
-        return Ok(());
-    };
-    let sent = match to.ws.as_mut() {
-        Some(dst) => match src.frame_for(dst.role()) {
-            Some((frame, now)) => dst.send_frame(frame, now).map(|queued| {
-                to.dirty |= queued;
-            }),
-            None => {
-                to.dirty = true;
-                dst.send_data(text, src.data())
-            }
-        },
-        None => Err(tungstenite::Error::AlreadyClosed),
-    };
-    src.consume_data();
-    sent.map_err(|e| (to.side, e))
-}
-
 /// `woke`'s waker fired: its read may make progress, and so may the other
 /// leg's if it waited for `woke` to drain its writes.
-fn wake_legs<A, B>(woke: &mut Leg<A>, other: &mut Leg<B>) {
+fn wake_legs(woke: &mut Leg, other: &mut Leg) {
     woke.quiet = Quiet::No;
     if other.quiet == Quiet::Backpressure {
         other.quiet = Quiet::No;
@@ -785,17 +693,21 @@ impl Wakes {
 }
 
 /// One step of a leg's closing handshake. Returns whether anything changed.
-fn poll_closing<S: Transport>(leg: &mut Leg<S>, cx: &mut Context<'_>) -> bool {
+fn poll_closing(leg: &mut Leg, cx: &mut Context<'_>) -> bool {
     match leg.state {
         LegState::Closing => {
             if let Poll::Ready(Err(_)) = leg.poll_flush(cx) {
                 leg.finish();
                 return true;
             }
-            match leg.poll_next(cx) {
+            let Some(ws) = leg.ws.as_mut() else {
+                leg.finish();
+                return true;
+            };
+            match ws.poll_incoming(cx) {
                 // Data after a Close is discarded; the Close reply (or the
                 // end of the stream after it) finishes the leg.
-                Poll::Ready(Some(Ok(Message::Close(_)))) => {
+                Poll::Ready(Some(Ok(Incoming::Close(_)))) => {
                     // The leg may still have the echo to flush (peer-initiated)
                     // or the server's FIN to wait for; keep reading to the end.
                     leg.dirty = true;
@@ -823,50 +735,11 @@ fn poll_closing<S: Transport>(leg: &mut Leg<S>, cx: &mut Context<'_>) -> bool {
     }
 }
 
-/// The terminal event for a Close frame read from `side`.
-fn close_event(side: Side, frame: Option<CloseFrame>) -> (TerminalEvent, String) {
-    match frame {
-        None => (
-            TerminalEvent::CloseFrame { side, code: None },
-            String::new(),
-        ),
-        Some(f) => (
-            TerminalEvent::CloseFrame {
-                side,
-                code: Some(u16::from(f.code)),
-            },
-            f.reason.to_string(),
-        ),
-    }
-}
-
-/// Close reason for an input error: what the offender is told, ≤ 123 bytes.
-fn error_reason(e: &tungstenite::Error) -> String {
-    let text = match e {
-        tungstenite::Error::Capacity(_) => "message too big".to_string(),
-        tungstenite::Error::Utf8(_) => "invalid UTF-8 in text message".to_string(),
-        // A close code that may not be sent (RFC 6455 §7.4), or a 1-byte Close.
-        tungstenite::Error::Protocol(ProtocolError::InvalidCloseSequence) => {
-            "invalid close frame: forbidden code or 1-byte payload".to_string()
-        }
-        tungstenite::Error::Protocol(p) => p.to_string(),
-        _ => String::new(),
-    };
-    crate::metrics::truncate_utf8(&text, 123).to_string()
-}
-
-fn other(side: Side) -> Side {
-    match side {
-        Side::Upstream => Side::Client,
-        _ => Side::Upstream,
-    }
-}
-
 /// The code the proxy sends toward `to` when the *other* peer went away.
-fn going_away_toward(to: Side) -> u16 {
+fn going_away_toward(to: LegId) -> u16 {
     match to {
-        Side::Upstream => close::GOING_AWAY,
-        _ => close::BAD_GATEWAY,
+        LegId::Upstream => close::GOING_AWAY,
+        LegId::Client => close::BAD_GATEWAY,
     }
 }
 

@@ -6,7 +6,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -18,12 +17,12 @@ use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_util::either::Either;
 
 use crate::config::UpstreamUrl;
+use crate::conn::{self, Conn};
 use crate::head::{self, Fields, Spans};
 use crate::metrics::ConnectFailure;
+use crate::protocol::Role;
 use crate::resolver::Resolver;
 use crate::ws::{Limits, WsStream};
 
@@ -99,36 +98,10 @@ impl UpstreamError {
     }
 }
 
-/// The upstream's byte stream: plain TCP for `ws://`, TLS for `wss://`.
-/// The TLS session is boxed: it is about a kilobyte, which every plain
-/// leg would otherwise carry too.
-pub type UpstreamStream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
-
-/// The proxy is the client on this leg: the upstream closes TCP first,
-/// so no write of ours is the last before a close. Plain TCP takes the
-/// relay's direct writes; TLS has to encrypt first, so its frames are
-/// queued and written by the flush.
-impl crate::ws::Transport for UpstreamStream {
-    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Either::Left(tcp) => tcp.poll_read_ready(cx),
-            // TLS may hold decrypted bytes the socket no longer shows.
-            Either::Right(_) => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Either::Left(tcp) => tcp.try_write(buf),
-            Either::Right(_) => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
 /// An established upstream leg.
 pub struct Dialed {
     /// The WebSocket to the upstream.
-    pub ws: WsStream<UpstreamStream>,
+    pub ws: WsStream,
     /// The subprotocol the upstream picked, if any.
     pub protocol: Option<HeaderValue>,
 }
@@ -214,9 +187,9 @@ async fn dial_inner(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| UpstreamError::Tls(e.to_string()))?;
-            Either::Right(Box::new(tls))
+            Conn::TlsClient(Box::new(tls))
         }
-        None => Either::Left(tcp),
+        None => Conn::Tcp(tcp),
     };
     let key = head::new_key();
     let request = upgrade_request(url, client, &key);
@@ -403,7 +376,7 @@ fn verify_upgrade(
 
 /// Connect one address: no Nagle (frames are written whole and flushed
 /// once per burst, Nagle would only add latency), and the handshake's last
-/// ACK carried by our upgrade request (see [`crate::listener::piggyback_acks`]).
+/// ACK carried by our upgrade request (see [`conn::piggyback_acks`]).
 async fn dial_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
@@ -411,7 +384,7 @@ async fn dial_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
         tokio::net::TcpSocket::new_v6()?
     };
     let _ = socket.set_nodelay(true);
-    crate::listener::piggyback_acks(&socket);
+    conn::piggyback_acks(&socket);
     socket.connect(addr).await
 }
 

@@ -10,6 +10,7 @@
 //! - [`server`]: binds the listeners, runs the proxy, drains on shutdown.
 //! - [`listener`]: accept loop and HTTP upgrade; one task per session.
 //! - [`upstream`]: dialing the upstream, header forwarding, failure statuses.
+//! - [`tls`]: TLS client settings for `wss://` upstreams (roots + `ca_file`).
 //! - [`head`]: HTTP header fields looked up in the bytes they were read in,
 //!   and the WebSocket handshake's keys.
 //! - [`resolver`]: the upstream's addresses, resolved once and refreshed in
@@ -49,5 +50,6 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod ws;

@@ -640,7 +640,7 @@ fn apply(s: &mut Settings, key: &str, f: &Field<'_>) -> Result<(), String> {
                 None
             } else {
                 // Parse it now, so `check` reports a bad file, not the first dial.
-                crate::upstream::tls_config(Some(std::path::Path::new(&path)))?;
+                crate::tls::client_config(Some(Path::new(&path))).map_err(|e| e.to_string())?;
                 Some(path.into())
             };
         }

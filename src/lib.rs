@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: TOML + environment → validated [`config::Settings`].
+//! - [`config`]: TOML + environment → validated [`config::Settings`]; every
+//!   key once, in the table of `config/keys.rs`.
 //! - [`server`]: binds the listeners, runs the proxy, drains on shutdown.
 //! - [`listener`]: accept loop and HTTP upgrade; one task per session.
 //! - [`upstream`]: dialing the upstream, header forwarding, failure statuses.

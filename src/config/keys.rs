@@ -158,13 +158,19 @@ pub(super) const KEYS: &[Key] = &[
     },
     Key {
         name: "keepalive.timeout",
-        doc: "no pong within this after a ping: that leg is dead (<= interval)",
+        doc: "no pong within this after a ping: that leg is dead; <= interval (unset: interval if that is shorter)",
         parse: |s, f| {
             s.keepalive.timeout = f.duration()?;
             Ok(())
         },
         show: |s| duration_value(s.keepalive.timeout),
-        follow: None,
+        // A short interval alone must not be refused for the default timeout.
+        follow: Some(|s| {
+            let ka = &mut s.keepalive;
+            if ka.enabled() {
+                ka.timeout = ka.timeout.min(ka.interval);
+            }
+        }),
         rule: Some(Rule {
             with: "keepalive.interval",
             check: |s| {
@@ -197,13 +203,17 @@ pub(super) const KEYS: &[Key] = &[
     },
     Key {
         name: "limits.max_frame_size",
-        doc: "must not exceed max_message_size",
+        doc: "larger frame: close 1009 to the sender; <= max_message_size (unset: max_message_size if that is smaller)",
         parse: |s, f| {
             s.limits.max_frame_size = f.size()?;
             Ok(())
         },
         show: |s| size_value(s.limits.max_frame_size),
-        follow: None,
+        // A small message size alone must not be refused for the default frame size.
+        follow: Some(|s| {
+            let l = &mut s.limits;
+            l.max_frame_size = l.max_frame_size.min(l.max_message_size);
+        }),
         rule: Some(Rule {
             with: "limits.max_message_size",
             check: |s| {

@@ -93,7 +93,8 @@ pub struct UpstreamSettings {
 pub struct KeepaliveSettings {
     /// Ping each leg this often; zero disables keepalive (default 15s).
     pub interval: Duration,
-    /// No pong within this after a ping: that leg is dead (default 10s).
+    /// No pong within this after a ping: that leg is dead (default 10s, or
+    /// `interval` when that is shorter and the timeout is not set).
     pub timeout: Duration,
 }
 
@@ -102,7 +103,8 @@ pub struct KeepaliveSettings {
 pub struct LimitSettings {
     /// Largest message in bytes; larger: close 1009 to the sender (16 MiB).
     pub max_message_size: usize,
-    /// Largest frame in bytes (16 MiB).
+    /// Largest frame in bytes; at most `max_message_size` (default 16 MiB,
+    /// or `max_message_size` when that is smaller and the frame size is not set).
     pub max_frame_size: usize,
     /// The client must finish its HTTP upgrade within this (10s).
     pub handshake_timeout: Duration,

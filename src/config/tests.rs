@@ -2,7 +2,8 @@
 //! reason, the environment, the dependent defaults, and the example file.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use super::value::fmt_size;
+use super::keys;
+use super::value::{KIB, fmt_size};
 use super::*;
 
 fn no_env() -> HashMap<String, String> {
@@ -380,4 +381,140 @@ fn to_toml_round_trips() {
     let text = custom.to_toml();
     assert!(text.contains("max_message_size = \"1GiB\"\nmax_frame_size = 70000\n"));
     assert_eq!(load_str(&text, &no_env()), Ok(custom));
+}
+
+// === Defaults that follow another key ===
+
+#[test]
+fn max_frame_size_follows_a_smaller_max_message_size() {
+    // The case that was refused for a key the user never wrote.
+    let s = ok("[limits]\nmax_message_size = \"16MB\"");
+    assert_eq!(s.limits.max_message_size, 16_000_000);
+    assert_eq!(s.limits.max_frame_size, 16_000_000);
+    let vars = env(&[("WSPULSE_LIMITS__MAX_MESSAGE_SIZE", "64KiB")]);
+    let s = load_str("", &vars).expect("loads");
+    assert_eq!(s.limits.max_frame_size, 64 * KIB);
+    // A larger message size leaves the frame size at its default.
+    let s = ok("[limits]\nmax_message_size = \"64MiB\"");
+    assert_eq!(s.limits.max_frame_size, 16 * MIB);
+    // A frame size that is given is kept...
+    let s = ok("[limits]\nmax_message_size = \"1MiB\"\nmax_frame_size = \"64KiB\"");
+    assert_eq!(s.limits.max_frame_size, 64 * KIB);
+    // ...and refused by its own name when larger, from the file or the environment.
+    let r = one_error(
+        "[limits]\nmax_message_size = \"16MB\"\nmax_frame_size = \"16MiB\"",
+        "limits.max_frame_size",
+    );
+    assert_eq!(r, "must not exceed limits.max_message_size (15625KiB)");
+    let vars = env(&[("WSPULSE_LIMITS__MAX_FRAME_SIZE", "16MiB")]);
+    let errs = load_str("[limits]\nmax_message_size = \"1MiB\"", &vars)
+        .expect_err("refused")
+        .0;
+    let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["limits.max_frame_size"]);
+    // A refused message size is the only error.
+    one_error(
+        "[limits]\nmax_message_size = \"lots\"",
+        "limits.max_message_size",
+    );
+}
+
+#[test]
+fn keepalive_timeout_follows_a_shorter_interval() {
+    let secs = Duration::from_secs;
+    let s = ok("[keepalive]\ninterval = \"5s\"");
+    assert_eq!(s.keepalive.timeout, secs(5));
+    let vars = env(&[("WSPULSE_KEEPALIVE__INTERVAL", "2s")]);
+    let s = load_str("", &vars).expect("loads");
+    assert_eq!(s.keepalive.timeout, secs(2));
+    // A longer interval leaves the timeout at its default.
+    assert_eq!(
+        ok("[keepalive]\ninterval = \"1m\"").keepalive.timeout,
+        secs(10)
+    );
+    // Disabled: nothing pings, the timeout keeps its default.
+    let s = ok("[keepalive]\ninterval = \"0s\"");
+    assert!(!s.keepalive.enabled());
+    assert_eq!(s.keepalive.timeout, secs(10));
+    // A timeout that is given is refused by its own name when too long.
+    let r = one_error(
+        "[keepalive]\ninterval = \"5s\"\ntimeout = \"10s\"",
+        "keepalive.timeout",
+    );
+    assert!(
+        r.starts_with("must not exceed keepalive.interval (5s)"),
+        "{r}"
+    );
+}
+
+#[test]
+fn shutdown_spread_needs_no_follow() {
+    // The spread's default, 0s, holds for any drain_timeout...
+    for drain in ["1ms", "1s", "10m"] {
+        let s = ok(&format!("[shutdown]\ndrain_timeout = {drain:?}"));
+        assert_eq!(s.shutdown.spread, Duration::ZERO, "{drain}");
+    }
+    // ...so a refusal always names the spread the user wrote.
+    one_error(
+        "[shutdown]\ndrain_timeout = \"5s\"\nspread = \"5s\"",
+        "shutdown.spread",
+    );
+}
+
+#[test]
+fn followed_defaults_are_printed_and_read_back() {
+    let s = ok("[keepalive]\ninterval = \"3s\"\n[limits]\nmax_message_size = 1000");
+    let text = s.to_toml();
+    assert!(text.contains("timeout = \"3s\"\n"), "{text}");
+    assert!(text.contains("max_frame_size = 1000\n"), "{text}");
+    assert_eq!(load_str(&text, &no_env()), Ok(s));
+}
+
+// === The key table ===
+
+#[test]
+fn key_table_is_consistent() {
+    let mut names = std::collections::HashSet::new();
+    for key in KEYS {
+        assert!(names.insert(key.name), "{} twice", key.name);
+        assert!(key.name.contains('.'), "{} has no section", key.name);
+        assert!(!key.doc.is_empty(), "{} has no doc line", key.name);
+        if let Some(rule) = &key.rule {
+            assert!(
+                keys::find(rule.with).is_some(),
+                "{}: {}",
+                key.name,
+                rule.with
+            );
+            assert_ne!(rule.with, key.name);
+        }
+        // A default follows another key only to keep a rule between them.
+        if key.follow.is_some() {
+            assert!(key.rule.is_some(), "{} follows without a rule", key.name);
+        }
+    }
+    // Each section's keys are contiguous, so it is written once.
+    let sections = keys::sections();
+    let unique: std::collections::HashSet<_> = sections.iter().collect();
+    assert_eq!(unique.len(), sections.len(), "{sections:?}");
+}
+
+#[test]
+fn readme_documents_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md");
+    for key in KEYS {
+        let row = format!("| `{}` |", key.name);
+        assert!(readme.contains(&row), "README's config table lacks {row}");
+    }
+}
+
+#[test]
+fn suggestions_are_near_misses_only() {
+    let r = one_error("[listen]\nport = 80", "listen.port");
+    assert_eq!(r, "unknown key");
+    let r = one_error("[limits]\nmax_conections = 1", "limits.max_conections");
+    assert_eq!(r, "unknown key; did you mean \"limits.max_connections\"?");
+    let r = one_error("[log]\nlevel = \"debg\"", "log.level");
+    assert_eq!(r, "\"debg\" is not a level; did you mean \"debug\"?");
 }

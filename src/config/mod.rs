@@ -27,7 +27,6 @@ mod value;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
@@ -371,54 +370,27 @@ fn one_line(msg: &str) -> String {
 
 // === Validation ===
 
+/// The keys one load has seen.
+#[derive(Default)]
+struct Seen {
+    /// Set in the file or the environment.
+    given: HashSet<&'static str>,
+    /// Refused; the rules that read them are skipped, so each bad value is
+    /// reported once.
+    bad: HashSet<&'static str>,
+}
+
 fn validate(
     mut root: config::Map<String, Value>,
     env_keys: &HashSet<&str>,
     errors: &mut Vec<ConfigError>,
 ) -> Settings {
     let mut s = Settings::default();
-    // Keys given in the file or the environment, and those refused.
-    let mut given: HashSet<&str> = HashSet::new();
-    let mut bad: HashSet<&str> = HashSet::new();
+    let mut seen = Seen::default();
     let sections = keys::sections();
     for section in &sections {
-        let Some(value) = root.remove(*section) else {
-            continue;
-        };
-        let mut table = match value.kind {
-            ValueKind::Table(t) => t,
-            other => {
-                errors.push(err(
-                    *section,
-                    format!("expected a table, found {}", describe(&other)),
-                ));
-                continue;
-            }
-        };
-        for key in KEYS.iter().filter(|k| k.section() == *section) {
-            let Some(value) = table.remove(key.field()) else {
-                continue;
-            };
-            given.insert(key.name);
-            let field = value::Field {
-                value: &value,
-                from_env: env_keys.contains(key.name),
-            };
-            if let Err(reason) = (key.parse)(&mut s, &field) {
-                let origin = match field.from_env {
-                    true => format!(" (environment variable {})", env_var(key.name)),
-                    false => String::new(),
-                };
-                errors.push(err(key.name, format!("{reason}{origin}")));
-                bad.insert(key.name);
-            }
-        }
-        let mut unknown: Vec<_> = table.into_keys().collect();
-        unknown.sort();
-        for name in unknown {
-            let key = format!("{section}.{name}");
-            let hint = suggest(&key, KEYS.iter().map(|k| k.name));
-            errors.push(err(key, format!("unknown key{hint}")));
+        if let Some(value) = root.remove(*section) {
+            parse_section(&mut s, section, value, env_keys, &mut seen, errors);
         }
     }
     if let Some(value) = root.remove("routes") {
@@ -434,22 +406,71 @@ fn validate(
         let hint = suggest(&name, sections.iter().copied().chain(["routes"]));
         errors.push(err(name, format!("{what}{hint}")));
     }
-    // Every given key is parsed: the defaults that depend on one may follow.
-    for key in KEYS.iter().filter(|k| !given.contains(k.name)) {
+    relate(&mut s, &seen, errors);
+    s
+}
+
+/// Parse the keys of one `[section]` into `s`; report refused and unknown keys.
+fn parse_section(
+    s: &mut Settings,
+    section: &str,
+    value: Value,
+    env_keys: &HashSet<&str>,
+    seen: &mut Seen,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut table = match value.kind {
+        ValueKind::Table(t) => t,
+        other => {
+            let found = describe(&other);
+            errors.push(err(section, format!("expected a table, found {found}")));
+            return;
+        }
+    };
+    for key in KEYS.iter().filter(|k| k.section() == section) {
+        let Some(value) = table.remove(key.field()) else {
+            continue;
+        };
+        seen.given.insert(key.name);
+        let field = value::Field {
+            value: &value,
+            from_env: env_keys.contains(key.name),
+        };
+        if let Err(reason) = (key.parse)(s, &field) {
+            let origin = match field.from_env {
+                true => format!(" (environment variable {})", env_var(key.name)),
+                false => String::new(),
+            };
+            errors.push(err(key.name, format!("{reason}{origin}")));
+            seen.bad.insert(key.name);
+        }
+    }
+    let mut unknown: Vec<_> = table.into_keys().collect();
+    unknown.sort();
+    for name in unknown {
+        let key = format!("{section}.{name}");
+        let hint = suggest(&key, KEYS.iter().map(|k| k.name));
+        errors.push(err(key, format!("unknown key{hint}")));
+    }
+}
+
+/// Once every given key is parsed: the defaults that depend on another key
+/// follow it, then the rules between two keys are checked.
+fn relate(s: &mut Settings, seen: &Seen, errors: &mut Vec<ConfigError>) {
+    for key in KEYS.iter().filter(|k| !seen.given.contains(k.name)) {
         if let Some(follow) = key.follow {
-            follow(&mut s);
+            follow(s);
         }
     }
     for key in KEYS {
         let Some(rule) = &key.rule else { continue };
-        if bad.contains(key.name) || bad.contains(rule.with) {
+        if seen.bad.contains(key.name) || seen.bad.contains(rule.with) {
             continue;
         }
-        if let Err(reason) = (rule.check)(&s) {
+        if let Err(reason) = (rule.check)(s) {
             errors.push(err(key.name, reason));
         }
     }
-    s
 }
 
 fn env_var(key: &str) -> String {
@@ -487,18 +508,17 @@ impl Settings {
             if i > 0 {
                 out.push('\n');
             }
-            let _ = writeln!(out, "[{section}]");
+            out += &format!("[{section}]\n");
             for key in KEYS.iter().filter(|k| k.section() == section) {
                 let line = format!("{} = {}", key.field(), (key.show)(self));
-                let _ = match docs {
-                    true => writeln!(out, "{line:<32} # {}", key.doc),
-                    false => writeln!(out, "{line}"),
+                out += &match docs {
+                    true => format!("{line:<32} # {}\n", key.doc),
+                    false => format!("{line}\n"),
                 };
             }
         }
         for r in &self.routes {
-            let _ = write!(
-                out,
+            out += &format!(
                 "\n[[routes]]\nname = {}\npath_prefix = {}\n",
                 value::quote(&r.name),
                 value::quote(&r.path_prefix)

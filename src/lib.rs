@@ -6,10 +6,12 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: TOML + environment → validated [`config::Settings`].
+//! - [`config`]: TOML + environment → validated [`config::Settings`]; every
+//!   key once, in the table of `config/keys.rs`.
 //! - [`server`]: binds the listeners, runs the proxy, drains on shutdown.
 //! - [`listener`]: accept loop and HTTP upgrade; one task per session.
 //! - [`upstream`]: dialing the upstream, header forwarding, failure statuses.
+//! - [`tls`]: TLS client settings for `wss://` upstreams (roots + `ca_file`).
 //! - [`head`]: HTTP header fields looked up in the bytes they were read in,
 //!   and the WebSocket handshake's keys.
 //! - [`resolver`]: the upstream's addresses, resolved once and refreshed in
@@ -51,5 +53,6 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod ws;

@@ -80,7 +80,7 @@ impl Shared {
         // The config check already built this once, so it fails here only
         // if the CA file changed since; dials then fail with reason `tls`.
         let tls = if settings.upstream.url.tls {
-            upstream::tls_config(settings.upstream.ca_file.as_deref())
+            crate::tls::client_config(settings.upstream.ca_file.as_deref())
                 .map_err(|e| tracing::error!(error = %e, "upstream TLS configuration"))
                 .ok()
         } else {

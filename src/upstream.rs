@@ -4,16 +4,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use rustls::ClientConfig;
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::ServerName;
-use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -104,35 +101,6 @@ pub struct Dialed {
     pub ws: WsStream,
     /// The subprotocol the upstream picked, if any.
     pub protocol: Option<HeaderValue>,
-}
-
-/// TLS client settings for `wss://` upstreams: the Mozilla roots (webpki)
-/// plus the PEM certificates of `ca_file`, verified with ring.
-pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let mut added = 0;
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: bad certificate: {e}", path.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!("{}: no certificate found", path.display()));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// What of the client's request goes upstream.

@@ -1,6 +1,6 @@
 //! Fuzz the relay: arbitrary bytes, as a client after a valid handshake
 //! and/or as an upstream, go into a real [`wspulse::session::Session`]
-//! over in-memory pipes, so tungstenite's frame parser and the session's
+//! over in-memory pipes, so the relay's own frame parser (`wspulse::ws`) and the session's
 //! closure handling see exactly what a hostile peer could send.
 //!
 //! Input: `[flags, payload...]`.
@@ -32,14 +32,16 @@ use futures_util::{SinkExt, StreamExt};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_tungstenite::WebSocketStream;
-use wspulse::ws::WsStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::Role as PeerRole;
 use wspulse::closure::Side;
 use wspulse::config::Settings;
-use wspulse::metrics::{Metrics, SessionInfo};
+use wspulse::metrics::Metrics;
+use wspulse::protocol::Role;
+use wspulse::record::SessionInfo;
 use wspulse::session::{CLOSE_TIMEOUT, Session, SessionConfig};
 use wspulse::shutdown::Drain;
+use wspulse::ws::WsStream;
 
 /// `WSPULSE_FUZZ_VERBOSE=1`: print how each input's session ended.
 fn verbose() -> bool {
@@ -89,7 +91,7 @@ async fn hostile_peer(pipe: DuplexStream, bytes: Vec<u8>, chunk: usize, hold: bo
 
 /// A correct peer: one message, then read until the proxy ends the leg
 /// (tungstenite answers pings and Close by itself while reading).
-async fn good_peer(pipe: DuplexStream, role: Role) {
+async fn good_peer(pipe: DuplexStream, role: PeerRole) {
     let mut ws = WebSocketStream::from_raw_socket(pipe, role, None).await;
     let _ = ws.send(Message::text("hello from the good peer")).await;
     while let Some(Ok(_)) = ws.next().await {}
@@ -112,8 +114,9 @@ async fn one_session(flags: u8, payload: &[u8]) {
 
     let (c_proxy, c_peer) = tokio::io::duplex(16 * 1024);
     let (u_proxy, u_peer) = tokio::io::duplex(16 * 1024);
-    let client = WsStream::new(c_proxy, Role::Server, limits, &[]);
-    let upstream = WsStream::new(u_proxy, Role::Client, limits, &[]);
+    // In-memory pipes are legs like any socket (`wspulse::conn::Conn`).
+    let client = Box::new(WsStream::new(c_proxy, Role::Server, limits, &[]));
+    let upstream = Box::new(WsStream::new(u_proxy, Role::Client, limits, &[]));
     let guard = metrics.open_session(metrics.route(None), SessionInfo::default());
     let config = SessionConfig {
         keepalive_interval: if keepalive {
@@ -145,11 +148,11 @@ async fn one_session(flags: u8, payload: &[u8]) {
     };
     let client_peer = match client_bytes.clone() {
         Some(b) => tokio::spawn(hostile_peer(c_peer, b, chunk, hold)),
-        None => tokio::spawn(good_peer(c_peer, Role::Client)),
+        None => tokio::spawn(good_peer(c_peer, PeerRole::Client)),
     };
     let upstream_peer = match upstream_bytes.clone() {
         Some(b) => tokio::spawn(hostile_peer(u_peer, b, chunk, hold)),
-        None => tokio::spawn(good_peer(u_peer, Role::Server)),
+        None => tokio::spawn(good_peer(u_peer, PeerRole::Server)),
     };
     if drain_after {
         // Let the bytes in first: every task is idle before time moves.

@@ -748,38 +748,4 @@ fn far_future(now: Instant) -> Instant {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    struct Task(AtomicUsize);
-
-    impl Wake for Task {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn each_source_wakes_the_task_and_says_which_it_was() {
-        let wakes = Wakes::new();
-        let task = Arc::new(Task(AtomicUsize::new(0)));
-        let waker = Waker::from(task.clone());
-        let cx = Context::from_waker(&waker);
-        assert_eq!(wakes.take(&cx), 0);
-        wakes.upstream.wake_by_ref();
-        assert_eq!(task.0.load(Ordering::SeqCst), 1);
-        // By value, as the timer wheel wakes.
-        let timers = wakes.timers.clone();
-        timers.wake();
-        assert_eq!(wakes.take(&cx), Wakes::UPSTREAM | Wakes::TIMERS);
-        assert_eq!(wakes.take(&cx), 0, "taking clears the flags");
-        wakes.client.wake_by_ref();
-        assert_eq!(
-            task.0.load(Ordering::SeqCst),
-            2,
-            "take registered the task again"
-        );
-        assert_eq!(wakes.take(&cx), Wakes::CLIENT);
-    }
-}
+mod tests;

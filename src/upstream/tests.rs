@@ -1,0 +1,198 @@
+use super::*;
+
+#[test]
+fn client_addresses_are_written_as_display_writes_them() {
+    let mut cases: Vec<std::net::IpAddr> = (0..=255u8)
+        .flat_map(|o| {
+            [
+                std::net::Ipv4Addr::new(o, 0, 9, 10).into(),
+                std::net::Ipv4Addr::new(99, o, 100, 255).into(),
+            ]
+        })
+        .collect();
+    for v6 in [
+        "::1",
+        "::",
+        "2001:db8::7",
+        "::ffff:10.1.2.3",
+        "fe80::1:2:3:4",
+    ] {
+        cases.push(v6.parse().unwrap());
+    }
+    for ip in cases {
+        let mut out = b"x, ".to_vec();
+        push_ip(&mut out, ip);
+        assert_eq!(String::from_utf8(out).unwrap(), format!("x, {ip}"));
+    }
+}
+
+#[test]
+fn upgrade_request_line_and_host() {
+    let line = |url: &str, pq: &str| {
+        let u: UpstreamUrl = url.parse().expect("valid");
+        let client = ClientHead {
+            path_and_query: pq,
+            headers: &Fields::default(),
+            client_ip: [127, 0, 0, 1].into(),
+        };
+        let req = upgrade_request(&u, client, b"k");
+        let text = String::from_utf8(req).expect("ASCII");
+        text.lines().take(2).collect::<Vec<_>>().join(" | ")
+    };
+    assert_eq!(
+        line("wss://example.com/api/", "/chat?x=1"),
+        "GET /api/chat?x=1 HTTP/1.1 | Host: example.com:443"
+    );
+    assert_eq!(
+        line("ws://[::1]:9000", ""),
+        "GET / HTTP/1.1 | Host: [::1]:9000"
+    );
+    assert_eq!(
+        line("ws://h:1/base", "q"),
+        "GET /base/q HTTP/1.1 | Host: h:1"
+    );
+}
+
+/// A request head's fields, as the listener keeps them.
+fn fields(lines: &[(&str, &str)]) -> Fields {
+    let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+    for (k, v) in lines {
+        raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    let mut slots = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut slots);
+    assert!(req.parse(&raw).expect("valid").is_complete());
+    let spans = Spans::of(&raw, req.headers);
+    Fields::new(raw.clone(), spans)
+}
+
+/// The header lines `forward_headers` writes, parsed back.
+fn forwarded_lines(client: &Fields, ip: &str) -> Vec<(String, String)> {
+    let mut out = b"GET / HTTP/1.1\r\n".to_vec();
+    forward_headers(client, ip.parse().unwrap(), &mut out);
+    out.extend_from_slice(b"\r\n");
+    let mut slots = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut slots);
+    assert!(req.parse(&out).expect("valid HTTP").is_complete());
+    req.headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8(h.value.to_vec()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn forwards_end_to_end_and_drops_hop_by_hop() {
+    let client = fields(&[
+        ("Host", "proxy.example:8080"),
+        ("Connection", "Upgrade, X-Secret-Hop"),
+        ("Upgrade", "websocket"),
+        ("X-Secret-Hop", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Extensions", "permessage-deflate"),
+        ("Sec-WebSocket-Protocol", "chat, superchat"),
+        ("Cookie", "a=1"),
+        ("Authorization", "Bearer t"),
+        ("Origin", "https://app.example"),
+        ("User-Agent", "test"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Forwarded-Proto", "https"),
+        ("Cookie", "b=2"),
+    ]);
+    // End-to-end fields as sent, in order, then the proxy's own.
+    let expected = [
+        ("Sec-WebSocket-Protocol", "chat, superchat"),
+        ("Cookie", "a=1"),
+        ("Authorization", "Bearer t"),
+        ("Origin", "https://app.example"),
+        ("User-Agent", "test"),
+        ("Cookie", "b=2"),
+        ("x-forwarded-for", "203.0.113.7, 10.1.2.3"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-host", "proxy.example:8080"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    assert_eq!(forwarded_lines(&client, "10.1.2.3"), expected);
+    // A field the client names in Connection stays behind whatever its
+    // name; without a Host there is no X-Forwarded-Host.
+    let client = fields(&[
+        ("connection", "upgrade, cookie"),
+        ("cookie", "a=1"),
+        ("x-forwarded-for", "caf\u{e9}"),
+    ]);
+    assert_eq!(
+        forwarded_lines(&client, "::1"),
+        [
+            ("x-forwarded-for".to_string(), "::1".to_string()),
+            ("x-forwarded-proto".to_string(), "http".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn subprotocol_must_be_one_the_client_offered() {
+    let key = head::new_key();
+    let accept = head::accept_key(&key);
+    let accept = std::str::from_utf8(&accept).unwrap();
+    let answer = |protocol: Option<&str>| {
+        let mut lines = vec![
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept),
+        ];
+        lines.extend(protocol.map(|p| ("Sec-WebSocket-Protocol", p)));
+        fields(&lines)
+    };
+    let client = fields(&[("Sec-WebSocket-Protocol", "chat, superchat")]);
+    let chosen = |p| verify_upgrade(&answer(p), &key, &client).map_err(|e| e.to_string());
+    assert_eq!(chosen(None).unwrap(), None);
+    assert_eq!(
+        chosen(Some("superchat")).unwrap(),
+        Some(HeaderValue::from_static("superchat"))
+    );
+    assert!(
+        chosen(Some("Chat")).is_err(),
+        "subprotocols are case-sensitive"
+    );
+    assert!(chosen(Some("other")).is_err());
+    let hop = fields(&[
+        ("Connection", "sec-websocket-protocol"),
+        ("Sec-WebSocket-Protocol", "chat"),
+    ]);
+    assert!(verify_upgrade(&answer(Some("chat")), &key, &hop).is_err());
+    let wrong = head::accept_key(b"another key");
+    let wrong = fields(&[
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", std::str::from_utf8(&wrong).unwrap()),
+    ]);
+    assert!(verify_upgrade(&wrong, &key, &client).is_err());
+}
+
+#[test]
+fn statuses_for_failures() {
+    let refused = UpstreamError::Unreachable {
+        addr: "x".into(),
+        source: io::ErrorKind::ConnectionRefused.into(),
+    };
+    assert_eq!(refused.client_status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(refused.reason(), Some(ConnectFailure::Refused));
+    assert_eq!(
+        UpstreamError::Timeout(Duration::from_secs(1)).client_status(),
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    let rejected = UpstreamError::Rejected {
+        status: StatusCode::FORBIDDEN,
+        headers: HeaderMap::new(),
+        body: vec![],
+    };
+    assert_eq!(rejected.client_status(), StatusCode::FORBIDDEN);
+    assert_eq!(rejected.reason(), None);
+}

@@ -7,7 +7,8 @@
 //! # Layout
 //!
 //! - [`config`]: TOML + environment → validated [`config::Settings`].
-//! - [`server`]: binds the listeners, runs the proxy, drains on shutdown.
+//! - [`server`]: binds the listeners, runs the proxy, drains on shutdown;
+//!   [`server::Running`], the proxy started in-process on loopback ports.
 //! - [`listener`]: accept loop and HTTP upgrade; one task per session.
 //! - [`upstream`]: dialing the upstream, header forwarding, failure statuses.
 //! - [`head`]: HTTP header fields looked up in the bytes they were read in,
@@ -22,10 +23,14 @@
 //! - [`recent`]: the ring of recent closures behind `/closures`.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/closures`.
 //! - [`shutdown`]: signals, readiness, spread drain, deadline.
-//! - [`echo`]: a scriptable echo upstream for tests and the demo.
+//! - [`kit`]: the peers for tests and the demo: the scriptable echo
+//!   upstream ([`kit::echo`]) and the raw-frame WebSocket peer ([`kit::raw`]).
 //! - [`demo`]: `wspulse demo`, the proxy, an upstream and synthetic clients in
-//!   one process, with a live table of what the proxy records.
-//! - [`explain`]: `wspulse explain`, a plain-language diagnosis of `/metrics`.
+//!   one process, with a live table of what the proxy records: scenarios,
+//!   snapshot, table, check.
+//! - [`explain`]: `wspulse explain`, a plain-language diagnosis of `/metrics`:
+//!   the Prometheus text parser ([`explain::prom`]) that the demo and the
+//!   tests reuse, the meaning table, the diagnosis, the admin client.
 //! - [`clock`]: the per-thread cached time the relay stamps messages with.
 //! - [`telemetry`]: tracing in text or JSON.
 
@@ -36,10 +41,10 @@ pub mod clock;
 pub mod closure;
 pub mod config;
 pub mod demo;
-pub mod echo;
 pub mod explain;
 pub mod head;
 pub mod keepalive;
+pub mod kit;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;

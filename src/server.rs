@@ -316,3 +316,43 @@ impl std::fmt::Debug for Running {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn panic_text(e: tokio::task::JoinError) -> String {
+        let panic = e.into_panic();
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn join_raises_the_panic_of_the_proxy_task() {
+        let running = Running {
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 2)),
+            metrics: Metrics::standalone(&[], 0).unwrap(),
+            stop: StopOnDrop(CancellationToken::new()),
+            task: tokio::spawn(async { panic!("bug in the proxy") }),
+        };
+        let joined = tokio::spawn(running.join()).await;
+        assert_eq!(panic_text(joined.unwrap_err()), "bug in the proxy");
+    }
+
+    #[tokio::test]
+    async fn a_sub_task_panic_is_raised_a_cancellation_is_not() {
+        let panicked = tokio::spawn(async { panic!("bug in the accept loop") });
+        let joiner = tokio::spawn(async move { reraise(panicked.await) });
+        assert_eq!(
+            panic_text(joiner.await.unwrap_err()),
+            "bug in the accept loop"
+        );
+        let aborted = tokio::spawn(std::future::pending::<()>());
+        aborted.abort();
+        reraise(aborted.await);
+    }
+}

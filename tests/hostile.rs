@@ -712,11 +712,7 @@ async fn connection_flood_beyond_max_connections_gets_503() {
     for _ in 0..5 {
         sessions.push(Bystander::open(&proxy).await);
     }
-    let request = format!(
-        "GET /flood HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        proxy.addr
-    );
+    let request = upgrade_request(proxy.addr, "/flood", "");
     let flood: Vec<_> = (0..300)
         .map(|_| {
             let (addr, req) = (proxy.addr, request.clone());
@@ -775,7 +771,7 @@ async fn upstream_is_fixed_by_config_whatever_the_client_sends() {
         format!(
             "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade, X-Secret-Hop\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Key: {CLIENT_KEY}\r\n\
              X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\
              X-Forwarded-Host: spoofed.example\r\nX-Secret-Hop: 1\r\n\
              Keep-Alive: timeout=5\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\n\
@@ -1264,9 +1260,8 @@ async fn every_refusal_is_logged() {
 
     // max_connections = 1: while one session is open, the next gets 503.
     let b = Bystander::open(&proxy).await;
-    let req = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-    assert_eq!(answer(proxy.addr, req).await.0, Some(503));
+    let req = upgrade_request(proxy.addr, "/", "");
+    assert_eq!(answer(proxy.addr, req.as_bytes()).await.0, Some(503));
     logs.expect(&["DEBUG", "503"]);
     b.close().await;
     proxy.wait_ended(3).await;

@@ -394,12 +394,7 @@ async fn upstream_declining_subprotocols_still_connects() {
     let (echo, proxy) = echo_and_proxy().await;
     // tokio-tungstenite's own client would refuse a 101 without the header,
     // so speak raw: the proxy's 101 must come without a subprotocol.
-    let request = format!(
-        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Protocol: x.unknown\r\n\r\n",
-        proxy.addr
-    );
+    let request = upgrade_request(proxy.addr, "/", "Sec-WebSocket-Protocol: x.unknown\r\n");
     let (session, head) = RawPeer::open(proxy.addr, request.as_bytes()).await.unwrap();
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     assert!(

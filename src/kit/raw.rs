@@ -137,6 +137,16 @@ pub enum Event {
     End(End),
 }
 
+/// The upgrade request [`RawPeer::connect`] sends for `path`, with `extra`
+/// header lines (each ending in `\r\n`) before the blank line: for a
+/// handshake a test varies, sent with [`RawPeer::open`] or [`exchange`].
+pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {CLIENT_KEY}\r\n{extra}\r\n"
+    )
+}
+
 /// One end of a WebSocket connection that speaks raw frames.
 ///
 /// As a client ([`Role::Client`]) it masks what it sends with
@@ -167,10 +177,7 @@ impl RawPeer {
     /// [`CLIENT_KEY`]). A 101 with the right `Sec-WebSocket-Accept` gives a
     /// client peer; another status is [`RawError::Refused`].
     pub async fn connect(addr: SocketAddr, path: &str) -> Result<RawPeer, RawError> {
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {CLIENT_KEY}\r\n\r\n"
-        );
+        let request = upgrade_request(addr, path, "");
         let (peer, head) = RawPeer::open(addr, request.as_bytes()).await?;
         let mut fields = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut fields);
@@ -200,12 +207,7 @@ impl RawPeer {
     /// a client; what follows the head is read as frames.
     pub async fn open(addr: SocketAddr, request: &[u8]) -> Result<(RawPeer, String), RawError> {
         let work = async {
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|source| RawError::Io {
-                    what: "connect",
-                    source,
-                })?;
+            let tcp = TcpStream::connect(addr).await.map_err(io("connect"))?;
             let mut peer = RawPeer::new(tcp, Role::Client);
             peer.write(request).await?;
             let head = peer.read_head("response head").await?;
@@ -233,13 +235,7 @@ impl RawPeer {
     /// Write `bytes` as they are: a broken frame, half a frame, anything.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), RawError> {
         bounded("write", async {
-            self.tcp
-                .write_all(bytes)
-                .await
-                .map_err(|source| RawError::Io {
-                    what: "write",
-                    source,
-                })
+            self.tcp.write_all(bytes).await.map_err(io("write"))
         })
         .await
     }
@@ -296,10 +292,7 @@ impl RawPeer {
 
     /// Drop the connection with a reset (RST, `SO_LINGER` 0) instead of a FIN.
     pub fn reset(self) -> Result<(), RawError> {
-        self.tcp.set_zero_linger().map_err(|source| RawError::Io {
-            what: "SO_LINGER",
-            source,
-        })
+        self.tcp.set_zero_linger().map_err(io("SO_LINGER"))
     }
 
     /// [`RawPeer::read`] without its bound.
@@ -442,14 +435,7 @@ impl RawUpstream {
     /// leg (an upstream peer) and the request head the proxy sent.
     pub async fn accept(&self) -> Result<(RawPeer, String), RawError> {
         bounded("upgrade request from the proxy", async {
-            let (tcp, _) = self
-                .listener
-                .accept()
-                .await
-                .map_err(|source| RawError::Io {
-                    what: "accept",
-                    source,
-                })?;
+            let (tcp, _) = self.listener.accept().await.map_err(io("accept"))?;
             let mut peer = RawPeer::new(tcp, Role::Server);
             let head = peer.read_head("request head").await?;
             let mut fields = [httparse::EMPTY_HEADER; 64];
@@ -480,12 +466,7 @@ impl RawUpstream {
 /// not become sessions: malformed, oversized, slow, refused.
 pub async fn exchange(addr: SocketAddr, request: &[u8]) -> Result<(Option<u16>, String), RawError> {
     bounded("end of the answer", async {
-        let mut tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|source| RawError::Io {
-                what: "connect",
-                source,
-            })?;
+        let mut tcp = TcpStream::connect(addr).await.map_err(io("connect"))?;
         // The proxy may answer and close before it has read everything:
         // that is what some of these requests provoke.
         let _ = tcp.write_all(request).await;
@@ -497,6 +478,11 @@ pub async fn exchange(addr: SocketAddr, request: &[u8]) -> Result<(Option<u16>, 
         Ok((status, String::from_utf8_lossy(&answer).into_owned()))
     })
     .await
+}
+
+/// The error of a failed socket operation, `what` naming it.
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> RawError {
+    move |source| RawError::Io { what, source }
 }
 
 /// `work` within [`LIMIT`], or [`RawError::Timeout`].

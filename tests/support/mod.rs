@@ -24,7 +24,9 @@ use wspulse::server::Running;
 use wspulse::shutdown::DrainReport;
 
 pub use wspulse::kit::EchoServer;
-pub use wspulse::kit::raw::{CLIENT_MASK, End, RawFrame, RawPeer, RawUpstream, exchange};
+pub use wspulse::kit::raw::{
+    CLIENT_KEY, CLIENT_MASK, End, RawFrame, RawPeer, RawUpstream, exchange, upgrade_request,
+};
 pub use wspulse::protocol::{close_payload, encode_frame};
 
 /// Every wait in the tests is bounded by this.

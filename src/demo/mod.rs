@@ -144,63 +144,142 @@ pub enum DemoError {
 }
 
 async fn run_async(duration: Option<Duration>) -> Result<bool, DemoError> {
-    let echo = EchoServer::start().await.map_err(DemoError::Echo)?;
-    // Bound but not listening: connecting to it is refused, and the port
-    // cannot be taken by anything else while the demo runs.
-    let hole = tokio::net::TcpSocket::new_v4()
-        .and_then(|hole| {
-            hole.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-            Ok(hole)
-        })
-        .map_err(DemoError::Hole)?;
-    let hole_addr = hole.local_addr().map_err(DemoError::Hole)?;
-    let main = Running::start(demo_settings(&echo.url())?).await?;
-    let unreachable = Running::start(demo_settings(&format!("ws://{hole_addr}"))?).await?;
-    let endpoints = Endpoints {
-        proxy: format!("ws://{}", main.addr()),
-        upstream: echo.url(),
-        metrics: format!("http://{}/metrics", main.admin_addr()),
-        metrics_unreachable: format!("http://{}/metrics", unreachable.admin_addr()),
-    };
+    let stage = Stage::start().await?;
     let tty = std::io::stdout().is_terminal();
     if tty {
         // A clean screen: the live table is redrawn from its top-left.
         out("\x1b[2J\x1b[H");
     }
-    out(&format!(
-        "wspulse demo: clients -> proxy {} -> echo upstream {}\n\
-         \x20 keepalive 1s/1s, max message 64 KiB; a round of {PER_TICK} scenarios every {} ms\n\
-         \x20 while it runs: curl -s {}   (also /closures, /healthz)\n\
-         \x20 the 502 scenario uses a second proxy instance (upstream {hole_addr}, nothing listens): {}\n\
-         \x20 Ctrl-C{} to stop\n",
-        endpoints.proxy,
-        endpoints.upstream,
-        TICK.as_millis(),
-        endpoints.metrics,
-        endpoints.metrics_unreachable,
-        if duration.is_some() {
-            " or --duration"
-        } else {
-            ""
-        },
-    ));
+    out(&stage.banner(duration.is_some()));
+    let baseline = stage.scrape();
+    let started = Instant::now();
+    let mut book = Book::default();
+    let mut tasks = JoinSet::new();
+    live(
+        &stage, &baseline, started, tty, duration, &mut book, &mut tasks,
+    )
+    .await;
 
-    let instances = [&main, &unreachable];
-    let scrape = || {
+    // Wind down: no new scenarios; let those in flight finish (each wait
+    // of theirs is bounded), then let the proxy count their sessions.
+    let ran_for = started.elapsed();
+    out(&format!(
+        "\nstopping after {:.1} s: waiting for {} scenarios in flight (Ctrl-C again to cut)\n",
+        ran_for.as_secs_f64(),
+        tasks.len()
+    ));
+    let cut = tokio::select! {
+        _ = wind_down(&stage, &mut book, &mut tasks) => false,
+        _ = ctrl_c() => true,
+    };
+    let in_flight = tasks.len();
+    tasks.abort_all();
+
+    let snap = stage.scrape().since(&baseline);
+    let (report, ok) = final_report(&stage.endpoints, &book, &snap, ran_for, cut, in_flight);
+    show(tty, &report);
+    stage.stop().await;
+    Ok(ok)
+}
+
+/// The scenarios' tasks: each says which scenario, its number, and how it went.
+type Tasks = JoinSet<(Scenario, u64, Report)>;
+
+/// Everything the demo runs besides its clients.
+struct Stage {
+    echo: EchoServer,
+    /// Bound but not listening: connecting to it is refused, and the port
+    /// cannot be taken by anything else while the demo runs.
+    hole: tokio::net::TcpSocket,
+    hole_addr: SocketAddr,
+    main: Running,
+    /// The instance whose upstream is `hole`.
+    unreachable: Running,
+    endpoints: Endpoints,
+}
+
+impl Stage {
+    async fn start() -> Result<Stage, DemoError> {
+        let echo = EchoServer::start().await.map_err(DemoError::Echo)?;
+        let hole = tokio::net::TcpSocket::new_v4()
+            .and_then(|hole| {
+                hole.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+                Ok(hole)
+            })
+            .map_err(DemoError::Hole)?;
+        let hole_addr = hole.local_addr().map_err(DemoError::Hole)?;
+        let main = Running::start(demo_settings(&echo.url())?).await?;
+        let unreachable = Running::start(demo_settings(&format!("ws://{hole_addr}"))?).await?;
+        let endpoints = Endpoints {
+            proxy: format!("ws://{}", main.addr()),
+            upstream: echo.url(),
+            metrics: format!("http://{}/metrics", main.admin_addr()),
+            metrics_unreachable: format!("http://{}/metrics", unreachable.admin_addr()),
+        };
+        Ok(Stage {
+            echo,
+            hole,
+            hole_addr,
+            main,
+            unreachable,
+            endpoints,
+        })
+    }
+
+    /// The lines printed before the first table.
+    fn banner(&self, bounded: bool) -> String {
+        let e = &self.endpoints;
+        format!(
+            "wspulse demo: clients -> proxy {} -> echo upstream {}\n\
+             \x20 keepalive 1s/1s, max message 64 KiB; a round of {PER_TICK} scenarios every {} ms\n\
+             \x20 while it runs: curl -s {}   (also /closures, /healthz)\n\
+             \x20 the 502 scenario uses a second proxy instance (upstream {}, nothing listens): {}\n\
+             \x20 Ctrl-C{} to stop\n",
+            e.proxy,
+            e.upstream,
+            TICK.as_millis(),
+            e.metrics,
+            self.hole_addr,
+            e.metrics_unreachable,
+            if bounded { " or --duration" } else { "" },
+        )
+    }
+
+    /// What both instances' registries say, summed.
+    fn scrape(&self) -> Snapshot {
         let mut s = Snapshot::default();
-        for i in instances {
+        for i in [&self.main, &self.unreachable] {
             s.add(&Snapshot::from_text(&i.metrics().encode()));
         }
         s
-    };
-    let baseline = scrape();
-    let started = Instant::now();
+    }
+
+    async fn stop(self) {
+        // Each drain is bounded by the demo's drain_timeout (2 s); a proxy
+        // panic surfaces here rather than vanishing with the runtime.
+        for instance in [self.main, self.unreachable] {
+            let _ = tokio::time::timeout(Duration::from_secs(5), instance.shutdown()).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.echo.shutdown()).await;
+        drop(self.hole);
+    }
+}
+
+/// Launch a round of scenarios every [`TICK`] and redraw the table, until
+/// `duration` has passed or Ctrl-C.
+async fn live(
+    stage: &Stage,
+    baseline: &Snapshot,
+    started: Instant,
+    tty: bool,
+    duration: Option<Duration>,
+    book: &mut Book,
+    tasks: &mut Tasks,
+) {
     let targets = Targets {
-        main: main.addr(),
-        unreachable: unreachable.addr(),
+        main: stage.main.addr(),
+        unreachable: stage.unreachable.addr(),
     };
-    let mut book = Book::default();
-    let mut tasks: JoinSet<(Scenario, u64, Report)> = JoinSet::new();
     let mut launch = tokio::time::interval(TICK);
     launch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let refresh_every = if tty {
@@ -237,68 +316,58 @@ async fn run_async(duration: Option<Duration>) -> Result<bool, DemoError> {
             }
             _ = refresh.tick() => {
                 let now = Instant::now();
-                let snap = scrape();
+                let snap = stage.scrape();
                 let dt = now.duration_since(prev.0).as_secs_f64();
-                let rates = rates(&prev.1, &snap, dt);
                 let view = View {
                     title: format!("{:.1} s, running", started.elapsed().as_secs_f64()),
-                    endpoints: &endpoints,
+                    endpoints: &stage.endpoints,
                     started: book.launched,
                     done: book.done,
                     problems: book.problems.len(),
-                    snap: &snap.since(&baseline),
+                    snap: &snap.since(baseline),
                     rate_label: format!("last {} s", refresh_every.as_secs()),
-                    rates,
+                    rates: rates(&prev.1, &snap, dt),
                 };
-                let table = render(&view);
-                if tty {
-                    out(&redraw(&table));
-                } else {
-                    out(&format!("\n{table}"));
-                }
+                show(tty, &render(&view));
                 prev = (now, snap);
             }
             Some(joined) = tasks.join_next() => book.record(joined),
         }
     }
+}
 
-    // Wind down: no new scenarios; let those in flight finish (each wait
-    // of theirs is bounded), then let the proxy count their sessions.
-    let ran_for = started.elapsed();
-    out(&format!(
-        "\nstopping after {:.1} s: waiting for {} scenarios in flight (Ctrl-C again to cut)\n",
-        ran_for.as_secs_f64(),
-        tasks.len()
-    ));
-    let cut = {
-        let wind_down = async {
-            let deadline = Instant::now() + WIND_DOWN;
-            while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await
-            {
-                book.record(joined);
-            }
-            let limit = deadline.saturating_duration_since(Instant::now());
-            main.metrics()
-                .wait_ended(book.established, limit.max(Duration::from_secs(1)))
-                .await;
-        };
-        tokio::select! {
-            _ = wind_down => false,
-            _ = ctrl_c() => true,
-        }
-    };
-    let in_flight = tasks.len();
-    tasks.abort_all();
+/// Let the scenarios in flight finish, then the proxy count their
+/// sessions, within [`WIND_DOWN`].
+async fn wind_down(stage: &Stage, book: &mut Book, tasks: &mut Tasks) {
+    let deadline = Instant::now() + WIND_DOWN;
+    while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
+        book.record(joined);
+    }
+    let limit = deadline.saturating_duration_since(Instant::now());
+    stage
+        .main
+        .metrics()
+        .wait_ended(book.established, limit.max(Duration::from_secs(1)))
+        .await;
+}
 
-    let snap = scrape().since(&baseline);
+/// The final table and the check; whether the demo passed.
+fn final_report(
+    endpoints: &Endpoints,
+    book: &Book,
+    snap: &Snapshot,
+    ran_for: Duration,
+    cut: bool,
+    in_flight: usize,
+) -> (String, bool) {
     let elapsed = ran_for.as_secs_f64().max(0.001);
     let view = View {
         title: format!("final, after {elapsed:.1} s"),
-        endpoints: &endpoints,
+        endpoints,
         started: book.launched,
         done: book.done,
         problems: book.problems.len(),
-        snap: &snap,
+        snap,
         rate_label: "average".into(),
         rates: [
             snap.messages[0] as f64 / elapsed,
@@ -322,20 +391,16 @@ async fn run_async(duration: Option<Duration>) -> Result<bool, DemoError> {
         ));
         mismatches.is_empty() && book.problems.is_empty()
     };
-    if tty {
-        out(&redraw(&report));
-    } else {
-        out(&format!("\n{report}"));
-    }
+    (report, ok)
+}
 
-    // Each drain is bounded by the demo's drain_timeout (2 s); a proxy
-    // panic surfaces here rather than vanishing with the runtime.
-    for instance in [main, unreachable] {
-        let _ = tokio::time::timeout(Duration::from_secs(5), instance.shutdown()).await;
+/// A table: redrawn in place on a terminal, appended otherwise.
+fn show(tty: bool, table: &str) {
+    if tty {
+        out(&redraw(table));
+    } else {
+        out(&format!("\n{table}"));
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), echo.shutdown()).await;
-    drop(hole);
-    Ok(ok)
 }
 
 /// Ctrl-C, or never if the handler cannot be installed.

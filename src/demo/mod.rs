@@ -54,7 +54,7 @@
 //!
 //! The parts: [`scenarios`] (what each client does and the row it must
 //! produce), [`snapshot`] (the registries' text read back), [`table`] (the
-//! rendering), [`check`] (injected against recorded); this file runs them.
+//! rendering), [`mod@check`] (injected against recorded); this file runs them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

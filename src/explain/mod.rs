@@ -2,11 +2,11 @@
 //!
 //! - [`prom`]: the Prometheus text format read back into samples, the one
 //!   parser the demo's table and the integration tests reuse;
-//! - [`meaning`]: what each closure kind `{code, side, cause}` means, its
+//! - [`mod@meaning`]: what each closure kind `{code, side, cause}` means, its
 //!   usual cause and what to do (the field lore of WebSocket operations);
-//! - [`diagnose`]: `/metrics` text in, report out, a pure function tested
+//! - [`mod@diagnose`]: `/metrics` text in, report out, a pure function tested
 //!   on canned texts;
-//! - [`fetch`]: the `/metrics` text of a running instance, over hyper's
+//! - [`mod@fetch`]: the `/metrics` text of a running instance, over hyper's
 //!   HTTP/1.1 client.
 
 pub mod diagnose;

@@ -6,30 +6,60 @@
 //!
 //! # Layout
 //!
+//! Bottom to top: every module imports only modules listed above it
+//! (`python3 ../shared/tools/modgraph.py src` draws the graph).
+//!
+//! Leaves: rules and data, no I/O of their own.
+//! - [`protocol`]: RFC 6455 opcodes, close codes and which may be sent,
+//!   roles, the reference frame encoder.
+//! - [`conn`]: the byte stream under a leg (TCP, TLS, an in-memory pipe)
+//!   and the socket options wspulse sets.
+//! - [`tls`]: TLS client settings for `wss://` upstreams (roots + `ca_file`).
 //! - [`config`]: TOML + environment → validated [`config::Settings`]; every
 //!   key once, in the table of `config/keys.rs`.
-//! - [`server`]: binds the listeners, runs the proxy, drains on shutdown.
-//! - [`listener`]: accept loop and HTTP upgrade; one task per session.
-//! - [`upstream`]: dialing the upstream, header forwarding, failure statuses.
-//! - [`tls`]: TLS client settings for `wss://` upstreams (roots + `ca_file`).
 //! - [`head`]: HTTP header fields looked up in the bytes they were read in,
 //!   and the WebSocket handshake's keys.
+//! - [`clock`]: the per-thread cached time the relay stamps messages with.
+//!
+//! The relay core:
+//! - [`ws`]: one leg's WebSocket protocol: frames, masking, the buffer
+//!   pool, the closing handshake, its own error vocabulary
+//!   ([`ws::Error`]), and [`ws::WsStream::forward_to`], the zero-copy relay
+//!   of one message.
+//! - [`closure`]: pure classification of how a session ended (the case
+//!   table is [`closure::classify`]'s doc comment); [`closure::LegId`].
+//! - [`keepalive`]: the proxy's ping/pong schedule and RTT, no I/O.
+//! - [`record`]: what a session was and did (its info, running stats, the
+//!   `/closures` record), handed over when it ends.
+//! - [`recent`]: the ring of recent closures behind `/closures`.
+//! - [`metrics`]: metric names and handles, the session guard; a sink.
+//! - [`shutdown`]: signals, readiness, spread drain, deadline.
+//! - [`session`]: one task per session, the relay loop between its two
+//!   legs, and the closing phase.
+//!
+//! Serving:
 //! - [`resolver`]: the upstream's addresses, resolved once and refreshed in
 //!   the background.
-//! - [`session`]: the relay loop between the two legs.
-//! - [`keepalive`]: the proxy's ping/pong schedule and RTT, no I/O.
-//! - [`protocol`]: RFC 6455 opcodes, close codes and their rules, roles.
-//! - [`closure`]: pure classification of how a session ended.
-//! - [`metrics`]: metric names, handles, the session guard.
-//! - [`recent`]: the ring of recent closures behind `/closures`.
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/closures`.
-//! - [`shutdown`]: signals, readiness, spread drain, deadline.
-//! - [`echo`]: a scriptable echo upstream for tests and the demo.
-//! - [`demo`]: `wspulse demo`, the proxy, an upstream and synthetic clients in
-//!   one process, with a live table of what the proxy records.
-//! - [`explain`]: `wspulse explain`, a plain-language diagnosis of `/metrics`.
-//! - [`clock`]: the per-thread cached time the relay stamps messages with.
+//! - [`upstream`]: dialing the upstream, header forwarding, failure statuses.
+//! - [`listener`]: accept loop and HTTP upgrade; one task per session.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/closures`, `/drain`.
+//! - [`server`]: binds the listeners, runs the proxy, drains on shutdown;
+//!   [`server::Running`], the proxy started in-process on loopback ports
+//!   (the tests, the demo).
 //! - [`telemetry`]: tracing in text or JSON.
+//!
+//! On top: the commands and their peers.
+//! - [`kit`]: the peers for tests and the demo: the scriptable echo
+//!   upstream ([`kit::echo`]) and the raw-frame WebSocket peer ([`kit::raw`]).
+//! - [`explain`]: `wspulse explain`, a plain-language diagnosis of `/metrics`:
+//!   the Prometheus text parser ([`explain::prom`]) that the demo and the
+//!   tests reuse, the meaning table, the diagnosis, the admin client.
+//! - [`demo`]: `wspulse demo`, the proxy, an upstream and synthetic clients in
+//!   one process, with a live table of what the proxy records: scenarios,
+//!   snapshot, table, check.
+//!
+//! `main.rs` parses the CLI (`run`, `check`, `explain`, `demo`) and calls
+//! into the library.
 
 #![forbid(unsafe_code)]
 
@@ -39,10 +69,10 @@ pub mod closure;
 pub mod config;
 pub mod conn;
 pub mod demo;
-pub mod echo;
 pub mod explain;
 pub mod head;
 pub mod keepalive;
+pub mod kit;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;

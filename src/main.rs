@@ -82,13 +82,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// `wspulse explain`: exit 1 with the reason when the admin address gives
+/// no `/metrics` (nothing listening, not HTTP, a status other than 200).
 fn explain(admin: &str) -> ExitCode {
-    let text = tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(wspulse::explain::fetch(admin)));
-    match text {
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wspulse explain: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(wspulse::explain::fetch(admin)) {
         Ok(text) => {
             print!("{}", wspulse::explain::diagnose(&text));
             ExitCode::SUCCESS

@@ -1,14 +1,18 @@
 //! The proxy as a whole: bind both listeners, serve, drain on shutdown.
 //!
 //! [`Server::bind`] reports an address in use by name; [`Server::run`]
-//! takes the shutdown trigger as a future, so tests stop the proxy without
-//! signals and `main` passes [`crate::shutdown::signal`].
+//! takes the shutdown trigger as a future, so `main` passes
+//! [`crate::shutdown::signal`]. [`Running`] is the same proxy started in
+//! this process on loopback ports, stopped without signals and joined with
+//! its panics re-raised: the handle of the integration tests, the demo and
+//! the fuzz target.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -134,7 +138,7 @@ impl Server {
             _ = requested.cancelled() => info!("drain requested on the admin endpoint"),
         }
         accepting.abort();
-        let _ = accepting.await;
+        reraise(accepting.await);
         let open = shared.metrics.active();
         let report = shutdown::drain(
             &shared.drain,
@@ -154,7 +158,7 @@ impl Server {
             shutdown.await;
         }
         stop_admin.cancel();
-        let _ = admin_task.await;
+        reraise(admin_task.await);
         let t = shared.metrics.totals();
         info!(
             opened = t.opened,
@@ -165,5 +169,190 @@ impl Server {
             "final counts"
         );
         report
+    }
+}
+
+/// A task's panic, raised again in the task that joins it; its other
+/// results (a normal end, a cancellation) are nothing to report. A panic
+/// in the accept loop or the admin endpoint is a bug that must not end
+/// quietly with `final counts`.
+fn reraise<T>(joined: Result<T, tokio::task::JoinError>) {
+    if let Err(e) = joined
+        && let Ok(panic) = e.try_into_panic()
+    {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Why [`Running::start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The metric families could not be registered.
+    #[error("cannot register the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// A proxy running in this process, on 127.0.0.1 ports the OS picked
+/// (linkerd's `Listening`): [`addr`](Running::addr) for clients,
+/// [`admin_addr`](Running::admin_addr) for `/metrics`, its
+/// [`metrics`](Running::metrics) to assert on.
+///
+/// [`stop`](Running::stop) starts the drain, as SIGTERM does;
+/// [`join`](Running::join) waits for it and raises again, in the caller,
+/// any panic of the proxy's serving, accept and admin tasks, so a bug
+/// fails the test that found it. Dropped without a join, it stops the
+/// proxy (the drain then runs on in the runtime, unwatched).
+///
+/// Usable from any crate with a tokio runtime (`time`, `net` and `rt`
+/// enabled); it spawns onto the current one.
+pub struct Running {
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    metrics: Metrics,
+    stop: StopOnDrop,
+    task: JoinHandle<DrainReport>,
+}
+
+/// Starts the drain when dropped: a [`Running`] that goes out of scope
+/// (a test that panicked, say) never leaves a proxy serving.
+struct StopOnDrop(CancellationToken);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+impl Running {
+    /// Start a proxy with `settings`, except that both listeners
+    /// (`listen.addr`, `admin.addr`) are on 127.0.0.1 with a port the OS
+    /// picks, so runs never collide. Its metrics go to a registry of its
+    /// own (the routes and `admin.recent_closures` of `settings`).
+    pub async fn start(settings: Settings) -> Result<Running, StartError> {
+        let routes: Vec<String> = settings.routes.iter().map(|r| r.name.clone()).collect();
+        let metrics = Metrics::standalone(&routes, settings.admin.recent_closures)?;
+        Running::start_with(settings, metrics).await
+    }
+
+    /// [`Running::start`] recording into `metrics` (registered by the
+    /// caller, with the routes of `settings`).
+    pub async fn start_with(
+        mut settings: Settings,
+        metrics: Metrics,
+    ) -> Result<Running, StartError> {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings.listen.addr = loopback;
+        settings.admin.addr = loopback;
+        let server = Server::bind(settings, metrics.clone()).await?;
+        let (addr, admin_addr) = (server.local_addr(), server.admin_addr());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
+        Ok(Running {
+            addr,
+            admin_addr,
+            metrics,
+            stop: StopOnDrop(stop),
+            task,
+        })
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where `/metrics`, `/healthz`, `/readyz`, `/closures` are served.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The metrics it records into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Start the drain, as SIGTERM does, without waiting for it; a second
+    /// call does nothing.
+    pub fn stop(&self) {
+        self.stop.0.cancel();
+    }
+
+    /// Wait until the proxy has drained and returned; a panic of its
+    /// serving, accept or admin task is raised again here. Returns at most
+    /// `shutdown.drain_timeout` after [`Running::stop`] (never, without it).
+    pub async fn join(self) -> DrainReport {
+        // `stop` lives until the task has ended: dropping it would stop
+        // the proxy, and joining must not.
+        let Running { task, stop, .. } = self;
+        let joined = task.await;
+        drop(stop);
+        match joined {
+            Ok(report) => report,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // The task is never aborted, and a runtime shutting down
+                // drops this future along with the task.
+                Err(e) => unreachable!("the proxy task was cancelled: {e}"),
+            },
+        }
+    }
+
+    /// [`stop`](Running::stop), then [`join`](Running::join).
+    pub async fn shutdown(self) -> DrainReport {
+        self.stop();
+        self.join().await
+    }
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("stopped", &self.stop.0.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn panic_text(e: tokio::task::JoinError) -> String {
+        let panic = e.into_panic();
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn join_raises_the_panic_of_the_proxy_task() {
+        let running = Running {
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 2)),
+            metrics: Metrics::standalone(&[], 0).unwrap(),
+            stop: StopOnDrop(CancellationToken::new()),
+            task: tokio::spawn(async { panic!("bug in the proxy") }),
+        };
+        let joined = tokio::spawn(running.join()).await;
+        assert_eq!(panic_text(joined.unwrap_err()), "bug in the proxy");
+    }
+
+    #[tokio::test]
+    async fn a_sub_task_panic_is_raised_a_cancellation_is_not() {
+        let panicked = tokio::spawn(async { panic!("bug in the accept loop") });
+        let joiner = tokio::spawn(async move { reraise(panicked.await) });
+        assert_eq!(
+            panic_text(joiner.await.unwrap_err()),
+            "bug in the accept loop"
+        );
+        let aborted = tokio::spawn(std::future::pending::<()>());
+        aborted.abort();
+        reraise(aborted.await);
     }
 }

@@ -3,7 +3,9 @@
 
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Every row the demo's scenarios must produce, as the first tokens of
 /// its table line: code, side, cause.

@@ -4,10 +4,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::StreamExt;
-use support::raw::RawClient;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -96,7 +97,7 @@ async fn peer_ignoring_close_is_cut_at_drain_timeout() {
     let mut s = settings(&echo.url());
     s.shutdown.drain_timeout = Duration::from_millis(500);
     let mut proxy = start_proxy(s).await;
-    let _deaf = RawClient::connect(proxy.addr, "/").await; // never reads, never replies
+    let _deaf = proxy.raw("/").await; // never reads, never replies
     let mut polite = proxy.connect("/").await;
     let started = Instant::now();
     proxy.trigger_stop();

@@ -2,8 +2,8 @@
 //! header tricks. Every case must close just the offending session with the
 //! right code, count it, and leave the proxy and every other session alone.
 //!
-//! Each test runs a real proxy on 127.0.0.1:0 and drives it with raw-socket
-//! peers that write hand-built frames (`support::raw`): tokio-tungstenite
+//! Each test runs a real proxy on 127.0.0.1:0 and drives it with the
+//! kit's raw-frame peers, which write hand-built frames: tokio-tungstenite
 //! refuses to send most of what is tested here. A "bystander" session,
 //! opened before the abuse, proves after it that other sessions still relay.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
@@ -11,16 +11,18 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::SinkExt;
-use support::raw::{RawClient, RawFrame, RawUpstream, close_payload, frame};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use wspulse::explain::prom;
 
 use wspulse::protocol::opcode::{BINARY as BIN, CLOSE, CONTINUATION as CONT, PING, TEXT};
 
@@ -80,22 +82,33 @@ impl Bystander {
 /// Connect a raw client through the proxy, write `bytes`, and return the
 /// Close frame the proxy answers with; the proxy must then close the TCP.
 async fn provoke(proxy: &Proxy, bytes: &[u8]) -> RawFrame {
-    let mut c = RawClient::connect(proxy.addr, "/hostile").await;
-    c.write(bytes).await;
+    let mut c = proxy.raw("/hostile").await;
+    // The proxy may give up before it has read everything: that is the point.
+    let _ = c.write(bytes).await;
     let close = c
         .expect_close()
         .await
         .expect("no Close frame from the proxy");
-    assert!(
-        c.expect_eof().await,
-        "the proxy kept the TCP connection open"
-    );
+    c.expect_end()
+        .await
+        .expect("the proxy kept the TCP connection open");
     close
+}
+
+/// A frame as a client (`mask`) or a server would send it.
+fn frame(fin: bool, opcode: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+    encode_frame(fin, opcode, payload, mask.then_some(CLIENT_MASK))
 }
 
 /// Masked (client) frame.
 fn cf(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     frame(fin, opcode, payload, true)
+}
+
+/// A raw client through the proxy and the raw upstream leg it dialed.
+async fn raw_pair(proxy: &Proxy, up: &RawUpstream) -> (RawPeer, RawPeer) {
+    let (c, u) = tokio::join!(RawPeer::connect(proxy.addr, "/"), up.accept());
+    (c.unwrap(), u.unwrap().0)
 }
 
 /// Set the reserved bits `rsv` (0..=7) on the first byte of a frame.
@@ -117,14 +130,14 @@ fn header_only(opcode: u8, len: u64, mask: bool) -> Vec<u8> {
 /// `wspulse_connections_closed_total` series: (code, side, cause) → count.
 fn closed_series(text: &str) -> BTreeMap<(String, String, String), f64> {
     let mut out = BTreeMap::new();
-    for (name, labels, v) in parse_metrics(text) {
-        if name == "wspulse_connections_closed_total" && v > 0.0 {
+    for s in prom::parse(text) {
+        if s.name == "wspulse_connections_closed_total" && s.value > 0.0 {
             let key = (
-                labels["code"].clone(),
-                labels["side"].clone(),
-                labels["cause"].clone(),
+                s.label("code").to_string(),
+                s.label("side").to_string(),
+                s.label("cause").to_string(),
             );
-            *out.entry(key).or_insert(0.0) += v;
+            *out.entry(key).or_insert(0.0) += s.value;
         }
     }
     out
@@ -160,13 +173,13 @@ async fn client_over_the_size_limits_gets_1009() {
     // Exactly at the limit, in two fragments: relayed whole. (The echo
     // answers in one frame, so MAX_FRAME is the most that can come back;
     // the message limit's boundary is checked on the upstream side.)
-    let mut c = RawClient::connect(proxy.addr, "/").await;
+    let mut c = proxy.raw("/").await;
     let half = vec![b'a'; MAX_FRAME / 2];
-    c.send(false, BIN, &half).await;
-    c.send(true, CONT, &half).await;
+    c.send(false, BIN, &half).await.unwrap();
+    c.send(true, CONT, &half).await.unwrap();
     let got = c.read_frame().await.unwrap();
     assert_eq!((got.opcode, got.payload.len()), (BIN, MAX_FRAME));
-    c.send(true, CLOSE, &close_payload(1000, "")).await;
+    c.send(true, CLOSE, &close_payload(1000, "")).await.unwrap();
     assert_eq!(c.expect_close().await.unwrap().close_code(), Some(1000));
     proxy.wait_ended(1).await;
 
@@ -225,13 +238,14 @@ async fn upstream_over_the_size_limits_gets_1009() {
     let echo = EchoServer::start().await.unwrap();
     let proxy = start_proxy(limited(&echo.url())).await;
     let mut bystander = Bystander::open(&proxy).await;
-    let mut c = RawClient::connect(proxy.addr, "/").await;
+    let mut c = proxy.raw("/").await;
     c.send(true, TEXT, format!("big:{}", MAX_FRAME + 1).as_bytes())
-        .await;
+        .await
+        .unwrap();
     let close = c.expect_close().await.expect("no Close");
     assert_eq!(close.close_code(), Some(1014));
-    c.send(true, CLOSE, &close.payload).await;
-    assert!(c.expect_eof().await);
+    c.send(true, CLOSE, &close.payload).await.unwrap();
+    c.expect_end().await.unwrap();
     assert!(echo.wait_until(LIMIT, |e| !e.closes().is_empty()).await);
     assert_eq!(echo.closes()[0].as_ref().map(|c| c.0), Some(1009));
     proxy.wait_ended(1).await;
@@ -243,19 +257,23 @@ async fn upstream_over_the_size_limits_gets_1009() {
     proxy.finish().await;
 
     // Fragments and a huge declared length from a raw upstream.
-    let up = RawUpstream::bind().await;
+    let up = RawUpstream::bind().await.unwrap();
     let proxy = start_proxy(limited(&up.url())).await;
     // Exactly max_message_size in max_frame_size fragments: relayed whole.
-    let (mut c, (mut u, _)) = tokio::join!(RawClient::connect(proxy.addr, "/"), up.accept());
+    let (mut c, mut u) = raw_pair(&proxy, &up).await;
     u.write(&frame(false, TEXT, &[b'a'; MAX_FRAME], false))
-        .await;
-    u.write(&frame(true, CONT, &[b'b'; MAX_FRAME], false)).await;
+        .await
+        .unwrap();
+    u.write(&frame(true, CONT, &[b'b'; MAX_FRAME], false))
+        .await
+        .unwrap();
     let got = c.read_frame().await.unwrap();
     assert_eq!((got.opcode, got.payload.len()), (TEXT, MAX_MESSAGE));
-    c.send(true, CLOSE, &close_payload(1000, "")).await;
+    c.send(true, CLOSE, &close_payload(1000, "")).await.unwrap();
     assert_eq!(u.expect_close().await.unwrap().close_code(), Some(1000));
     u.write(&frame(true, CLOSE, &close_payload(1000, ""), false))
-        .await;
+        .await
+        .unwrap();
     drop(u); // a server closes the TCP connection after the closing handshake
     assert_eq!(c.expect_close().await.unwrap().close_code(), Some(1000));
     proxy.wait_ended(1).await;
@@ -275,14 +293,14 @@ async fn upstream_over_the_size_limits_gets_1009() {
         ),
     ];
     for (i, (name, bytes)) in cases.iter().enumerate() {
-        let (mut c, (mut u, _)) = tokio::join!(RawClient::connect(proxy.addr, "/"), up.accept());
-        u.write(bytes).await;
+        let (mut c, mut u) = raw_pair(&proxy, &up).await;
+        u.write(bytes).await.unwrap();
         let to_upstream = u.expect_close().await.expect("upstream got no Close");
         assert_eq!(to_upstream.close_code(), Some(1009), "{name}");
         let to_client = c.expect_close().await.expect("client got no Close");
         assert_eq!(to_client.close_code(), Some(1014), "{name}");
-        c.send(true, CLOSE, &to_client.payload).await;
-        assert!(c.expect_eof().await, "{name}");
+        c.send(true, CLOSE, &to_client.payload).await.unwrap();
+        assert!(c.expect_end().await.is_ok(), "{name}");
         proxy.wait_ended(i as u64 + 2).await;
     }
     let text = proxy.scrape().await;
@@ -427,7 +445,7 @@ async fn client_protocol_violations_get_1002_or_1007() {
 /// gateway), counted code/upstream/protocol_error.
 #[tokio::test]
 async fn upstream_protocol_violations_get_1002_or_1007() {
-    let up = RawUpstream::bind().await;
+    let up = RawUpstream::bind().await.unwrap();
     let proxy = start_proxy(limited(&up.url())).await;
     let mut cases = violations(false);
     cases.push((
@@ -437,19 +455,22 @@ async fn upstream_protocol_violations_get_1002_or_1007() {
     ));
     let mut want: BTreeMap<u16, f64> = BTreeMap::new();
     for (i, (name, bytes, code)) in cases.iter().enumerate() {
-        let (mut c, (mut u, _)) = tokio::join!(RawClient::connect(proxy.addr, "/"), up.accept());
+        let (mut c, mut u) = raw_pair(&proxy, &up).await;
         // The session relays until the upstream misbehaves.
-        c.send(true, TEXT, b"before").await;
+        c.send(true, TEXT, b"before").await.unwrap();
         let relayed = u.read_frame().await.unwrap();
         assert_eq!(relayed.payload, b"before", "{name}");
-        u.write(bytes).await;
+        u.write(bytes).await.unwrap();
         let to_upstream = u.expect_close().await.expect("upstream got no Close");
         assert_eq!(to_upstream.close_code(), Some(*code), "{name}");
-        assert!(u.expect_eof().await, "{name}: upstream leg not closed");
+        assert!(
+            u.expect_end().await.is_ok(),
+            "{name}: upstream leg not closed"
+        );
         let to_client = c.expect_close().await.expect("client got no Close");
         assert_eq!(to_client.close_code(), Some(1014), "{name}");
-        c.send(true, CLOSE, &to_client.payload).await;
-        assert!(c.expect_eof().await, "{name}");
+        c.send(true, CLOSE, &to_client.payload).await.unwrap();
+        assert!(c.expect_end().await.is_ok(), "{name}");
         *want.entry(*code).or_default() += 1.0;
         proxy.wait_ended(i as u64 + 1).await;
     }
@@ -474,12 +495,12 @@ async fn invalid_utf8_from_the_upstream_gets_1007() {
     let echo = EchoServer::start().await.unwrap();
     let proxy = start_proxy(settings(&echo.url())).await;
     let mut bystander = Bystander::open(&proxy).await;
-    let mut c = RawClient::connect(proxy.addr, "/").await;
-    c.send(true, TEXT, b"badutf8").await;
+    let mut c = proxy.raw("/").await;
+    c.send(true, TEXT, b"badutf8").await.unwrap();
     let close = c.expect_close().await.expect("no Close");
     assert_eq!(close.close_code(), Some(1014));
-    c.send(true, CLOSE, &close.payload).await;
-    assert!(c.expect_eof().await);
+    c.send(true, CLOSE, &close.payload).await.unwrap();
+    c.expect_end().await.unwrap();
     assert!(echo.wait_until(LIMIT, |e| !e.closes().is_empty()).await);
     assert_eq!(echo.closes()[0].as_ref().map(|c| c.0), Some(1007));
     proxy.wait_ended(1).await;
@@ -498,8 +519,10 @@ async fn invalid_utf8_from_the_upstream_gets_1007() {
 async fn oversized_upload_still_reads_its_1009() {
     let echo = EchoServer::start().await.unwrap();
     let proxy = start_proxy(limited(&echo.url())).await;
-    let mut c = RawClient::connect(proxy.addr, "/").await;
-    c.write(&cf(true, BIN, &vec![b'z'; 1 << 20])).await;
+    let mut c = proxy.raw("/").await;
+    // Refused on the header: the proxy may close while this is still
+    // being written, and the write then fails.
+    let _ = c.write(&cf(true, BIN, &vec![b'z'; 1 << 20])).await;
     let close = c.expect_close().await.expect("no Close frame");
     assert_eq!(close.close_code(), Some(1009));
     proxy.wait_ended(1).await;
@@ -513,23 +536,9 @@ async fn oversized_upload_still_reads_its_1009() {
 // ---------------------------------------------------------------------------
 
 /// Write `request`, read the answer to the end (the proxy must close);
-/// returns the status line's code (0 when nothing came back).
-async fn answer(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
-    let fut = async {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        // The proxy may refuse before it has read everything.
-        let _ = s.write_all(request).await;
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf).await;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, text)
-    };
-    tokio::time::timeout(LIMIT, fut)
+/// returns the status (`None` when nothing came back) and the answer.
+async fn answer(addr: std::net::SocketAddr, request: &[u8]) -> (Option<u16>, String) {
+    exchange(addr, request)
         .await
         .expect("the proxy neither answered nor closed")
 }
@@ -562,7 +571,7 @@ async fn oversized_request_heads_get_431() {
     ];
     for (name, req) in &cases {
         let (status, text) = answer(proxy.addr, req.as_bytes()).await;
-        assert_eq!(status, 431, "{name}: {text}");
+        assert_eq!(status, Some(431), "{name}: {text}");
         bystander.check().await;
     }
     let text = proxy.scrape().await;
@@ -605,7 +614,7 @@ async fn non_http_bytes_are_refused_and_counted() {
     ];
     for (name, req, want) in &cases {
         let (status, text) = answer(proxy.addr, req).await;
-        assert_eq!(status, *want, "{name}: {text}");
+        assert_eq!(status, Some(*want), "{name}: {text}");
         bystander.check().await;
     }
     let text = proxy.scrape().await;
@@ -705,11 +714,7 @@ async fn connection_flood_beyond_max_connections_gets_503() {
     for _ in 0..5 {
         sessions.push(Bystander::open(&proxy).await);
     }
-    let request = format!(
-        "GET /flood HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        proxy.addr
-    );
+    let request = upgrade_request(proxy.addr, "/flood", "");
     let flood: Vec<_> = (0..300)
         .map(|_| {
             let (addr, req) = (proxy.addr, request.clone());
@@ -719,8 +724,11 @@ async fn connection_flood_beyond_max_connections_gets_503() {
     let mut answered = 0;
     for f in flood {
         let (status, text) = f.await.unwrap();
-        assert!(status == 503 || status == 0, "flood got {status}: {text}");
-        answered += usize::from(status == 503);
+        assert!(
+            matches!(status, Some(503) | None),
+            "flood got {status:?}: {text}"
+        );
+        answered += usize::from(status == Some(503));
     }
     assert!(answered >= 5, "only {answered} of the flood got a 503");
     let text = proxy.scrape().await;
@@ -765,7 +773,7 @@ async fn upstream_is_fixed_by_config_whatever_the_client_sends() {
         format!(
             "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade, X-Secret-Hop\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Key: {CLIENT_KEY}\r\n\
              X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\
              X-Forwarded-Host: spoofed.example\r\nX-Secret-Hop: 1\r\n\
              Keep-Alive: timeout=5\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\n\
@@ -794,7 +802,7 @@ async fn upstream_is_fixed_by_config_whatever_the_client_sends() {
         ),
     ];
     for (i, (name, req, path, host)) in cases.iter().enumerate() {
-        let (mut c, head) = RawClient::open(proxy.addr, req.as_bytes()).await;
+        let (mut c, head) = RawPeer::open(proxy.addr, req.as_bytes()).await.unwrap();
         assert!(head.starts_with("HTTP/1.1 101"), "{name}: {head}");
         let lower = head.to_ascii_lowercase();
         assert!(
@@ -840,10 +848,10 @@ async fn upstream_is_fixed_by_config_whatever_the_client_sends() {
             "{name}"
         );
         // The session is with the echo upstream.
-        c.send(true, TEXT, name.as_bytes()).await;
+        c.send(true, TEXT, name.as_bytes()).await.unwrap();
         let echoed = c.read_frame().await.unwrap();
         assert_eq!(echoed.payload, name.as_bytes());
-        c.send(true, CLOSE, &close_payload(1000, "")).await;
+        c.send(true, CLOSE, &close_payload(1000, "")).await.unwrap();
         assert_eq!(c.expect_close().await.unwrap().close_code(), Some(1000));
         proxy.wait_ended(i as u64 + 1).await;
     }
@@ -869,9 +877,10 @@ fn assert_labels_bounded(text: &str, poison: &[&str]) {
         "io_error",
         "internal",
     ];
-    for (name, labels, _) in parse_metrics(text) {
+    for sample in prom::parse(text) {
+        let name = &sample.name;
         assert!(name.starts_with("wspulse_"), "foreign metric {name}");
-        for (k, v) in &labels {
+        for (k, v) in &sample.labels {
             for p in poison {
                 assert!(!v.contains(p), "{name}{{{k}={v:?}}} carries client text");
             }
@@ -931,8 +940,10 @@ async fn no_client_string_becomes_a_metric_label() {
             .enumerate()
         {
             let reason = reasons[(i + j) % reasons.len()];
-            let mut c = RawClient::connect(proxy.addr, path).await;
-            c.send(true, CLOSE, &close_payload(code, reason)).await;
+            let mut c = proxy.raw(path).await;
+            c.send(true, CLOSE, &close_payload(code, reason))
+                .await
+                .unwrap();
             let back = c.expect_close().await.unwrap();
             let want = if wspulse::protocol::code_allowed_on_wire(code) {
                 code
@@ -946,13 +957,14 @@ async fn no_client_string_becomes_a_metric_label() {
     }
     // Upstream-initiated closes with allowed and forbidden codes.
     for (i, code) in [4999u16, 1000, 5000, 999].into_iter().enumerate() {
-        let mut c = RawClient::connect(proxy.addr, paths[i]).await;
+        let mut c = proxy.raw(paths[i]).await;
         c.send(
             true,
             TEXT,
             format!("close:{code}:{}", reasons[i]).as_bytes(),
         )
-        .await;
+        .await
+        .unwrap();
         let back = c.expect_close().await.unwrap();
         let want = if wspulse::protocol::code_allowed_on_wire(code) {
             code
@@ -960,7 +972,7 @@ async fn no_client_string_becomes_a_metric_label() {
             1014
         };
         assert_eq!(back.close_code(), Some(want), "upstream {code}");
-        c.send(true, CLOSE, &back.payload).await;
+        c.send(true, CLOSE, &back.payload).await.unwrap();
         n += 1;
         proxy.wait_ended(n).await;
     }
@@ -996,9 +1008,11 @@ async fn no_client_string_becomes_a_metric_label() {
 
 /// Send messages `s{i} m{j}` for `j` in `range`, pipelined, then read
 /// their echoes: all there, in order.
-async fn numbered_round(c: &mut RawClient, i: usize, range: std::ops::Range<usize>) {
+async fn numbered_round(c: &mut RawPeer, i: usize, range: std::ops::Range<usize>) {
     for j in range.clone() {
-        c.send(true, TEXT, format!("s{i} m{j}").as_bytes()).await;
+        c.send(true, TEXT, format!("s{i} m{j}").as_bytes())
+            .await
+            .unwrap();
     }
     for j in range {
         let f = c.read_frame().await.expect("echo lost");
@@ -1052,7 +1066,7 @@ async fn five_hundred_sessions_half_hostile() {
         .map(|i| {
             let (abuse, opened, abused) = (abuse.clone(), opened.clone(), abused.clone());
             tokio::spawn(async move {
-                let mut c = RawClient::connect(addr, &format!("/s{i}")).await;
+                let mut c = RawPeer::connect(addr, &format!("/s{i}")).await.unwrap();
                 let wait = |b: std::sync::Arc<tokio::sync::Barrier>| async move {
                     tokio::time::timeout(LIMIT, b.wait())
                         .await
@@ -1061,20 +1075,21 @@ async fn five_hundred_sessions_half_hostile() {
                 wait(opened).await;
                 if i % 2 == 1 {
                     let (name, bytes, code) = &abuse[(i / 2) % abuse.len()];
-                    c.write(bytes).await;
+                    // The proxy may give up before it has read everything.
+                    let _ = c.write(bytes).await;
                     let close = c.expect_close().await.expect("no Close");
                     assert_eq!(close.close_code(), Some(*code), "session {i}: {name}");
-                    assert!(c.expect_eof().await, "session {i}: {name}");
+                    assert!(c.expect_end().await.is_ok(), "session {i}: {name}");
                     wait(abused).await;
                     return Some(*code);
                 }
                 numbered_round(&mut c, i, 0..MSGS / 2).await;
                 wait(abused).await;
                 numbered_round(&mut c, i, MSGS / 2..MSGS).await;
-                c.send(true, CLOSE, &close_payload(1000, "")).await;
+                c.send(true, CLOSE, &close_payload(1000, "")).await.unwrap();
                 let close = c.expect_close().await.expect("no Close");
                 assert_eq!(close.close_code(), Some(1000), "session {i}");
-                assert!(c.expect_eof().await, "session {i}");
+                assert!(c.expect_end().await.is_ok(), "session {i}");
                 None
             })
         })
@@ -1230,26 +1245,25 @@ async fn every_refusal_is_logged() {
     logs.expect(&["session ended", "code=1009", "cause=\"message_too_big\""]);
 
     let (status, _) = answer(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert_eq!(status, 426);
+    assert_eq!(status, Some(426));
     logs.expect(&["DEBUG", "426"]);
     let (status, _) = answer(
         proxy.addr,
         b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert_eq!(status, 400);
+    assert_eq!(status, Some(400));
     logs.expect(&["DEBUG", "400"]);
     let head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
-    assert_eq!(answer(proxy.addr, head.as_bytes()).await.0, 431);
+    assert_eq!(answer(proxy.addr, head.as_bytes()).await.0, Some(431));
     logs.expect(&["DEBUG", "status=431", "too large"]);
-    assert_eq!(answer(proxy.addr, b"GET / HTTP/1.1\r\n").await.0, 0);
+    assert_eq!(answer(proxy.addr, b"GET / HTTP/1.1\r\n").await.0, None);
     logs.expect(&["DEBUG", "handshake timeout"]);
 
     // max_connections = 1: while one session is open, the next gets 503.
     let b = Bystander::open(&proxy).await;
-    let req = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-    assert_eq!(answer(proxy.addr, req).await.0, 503);
+    let req = upgrade_request(proxy.addr, "/", "");
+    assert_eq!(answer(proxy.addr, req.as_bytes()).await.0, Some(503));
     logs.expect(&["DEBUG", "503"]);
     b.close().await;
     proxy.wait_ended(3).await;
@@ -1263,16 +1277,17 @@ async fn every_refusal_is_logged() {
 /// (tungstenite 0.30 refuses 1014; wspulse's own frame layer does not.)
 #[tokio::test]
 async fn upstream_close_1014_is_a_close_frame() {
-    let up = RawUpstream::bind().await;
+    let up = RawUpstream::bind().await.unwrap();
     let proxy = start_proxy(settings(&up.url())).await;
-    let (mut c, (mut u, _)) = tokio::join!(RawClient::connect(proxy.addr, "/"), up.accept());
+    let (mut c, mut u) = raw_pair(&proxy, &up).await;
     u.write(&frame(
         true,
         CLOSE,
         &close_payload(1014, "backend gone"),
         false,
     ))
-    .await;
+    .await
+    .unwrap();
     let to_client = c.expect_close().await.expect("client got no Close");
     assert_eq!(to_client.close_code(), Some(1014));
     assert_eq!(
@@ -1286,7 +1301,7 @@ async fn upstream_close_1014_is_a_close_frame() {
         Some(1014),
         "closing handshake changed the code"
     );
-    c.send(true, CLOSE, &to_client.payload).await;
+    c.send(true, CLOSE, &to_client.payload).await.unwrap();
     drop(u);
     proxy.wait_ended(1).await;
     let text = proxy.scrape().await;

@@ -217,6 +217,16 @@ async fn explain_reads_a_live_instance() {
         text.contains("100% of sessions ended because the upstream dropped TCP"),
         "{text}"
     );
+    // An address that answers, but not with /metrics: exit 1 with the status.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wspulse"))
+        .args(["explain", "--admin", &format!("{admin}/nope")])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nope/metrics: HTTP 404"), "{err}");
+    let admin_addr = proxy.admin;
     proxy.finish().await;
     // Nothing listening: exit 1 with the address.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wspulse"))
@@ -224,4 +234,9 @@ async fn explain_reads_a_live_instance() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot connect to {admin_addr}")),
+        "{err}"
+    );
 }

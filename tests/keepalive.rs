@@ -4,12 +4,14 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
-use support::raw::RawClient;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
+use wspulse::protocol::opcode::{CLOSE, TEXT};
 
 const INTERVAL: Duration = Duration::from_millis(300);
 const TIMEOUT: Duration = Duration::from_millis(300);
@@ -31,7 +33,7 @@ async fn silent_client_is_detected_within_interval_plus_timeout() {
     let echo = EchoServer::start().await.unwrap();
     let proxy = keepalive_proxy(&echo).await;
     let started = Instant::now();
-    let _silent = RawClient::connect(proxy.addr, "/").await; // never read again
+    let _silent = proxy.raw("/").await; // never read again
     proxy.wait_ended(1).await;
     let took = started.elapsed();
     eprintln!(
@@ -56,10 +58,11 @@ async fn silent_client_is_detected_within_interval_plus_timeout() {
 async fn silent_upstream_is_detected_and_client_gets_1014() {
     let echo = EchoServer::start().await.unwrap();
     let proxy = keepalive_proxy(&echo).await;
-    let mut c = RawClient::connect(proxy.addr, "/").await;
-    c.send(true, 1, b"silent").await;
+    let mut c = proxy.raw("/").await;
+    c.answer_pings(true);
+    c.send(true, TEXT, b"silent").await.unwrap();
     let started = Instant::now();
-    let close = c.expect_close_answering_pings().await.expect("no Close");
+    let close = c.expect_close().await.expect("no Close");
     let took = started.elapsed();
     eprintln!(
         "upstream leg: interval+timeout = {:?}, detected after {took:?}",
@@ -70,8 +73,8 @@ async fn silent_upstream_is_detected_and_client_gets_1014() {
     // detection is at most interval + timeout after "silent" was sent.
     assert!(took <= INTERVAL + TIMEOUT + MARGIN, "too late: {took:?}");
     // Complete the closing handshake, as a real client would.
-    c.send(true, 8, &close.payload).await;
-    assert!(c.expect_eof().await);
+    c.send(true, CLOSE, &close.payload).await.unwrap();
+    c.expect_end().await.unwrap();
     proxy.wait_ended(1).await;
     let text = proxy.scrape().await;
     assert_eq!(closed(&text, "1006", "upstream", "ping_timeout"), 1.0);
@@ -155,14 +158,13 @@ async fn zero_interval_disables_keepalive() {
     let mut s = settings(&echo.url());
     s.keepalive.interval = Duration::ZERO;
     let proxy = start_proxy(s).await;
-    let mut c = RawClient::connect(proxy.addr, "/").await;
+    let mut c = proxy.raw("/").await;
     // If keepalive were on, the proxy would ping within the window below.
     let idle = tokio::time::timeout(Duration::from_millis(500), c.read_frame()).await;
     assert!(idle.is_err(), "got a frame with keepalive off: {idle:?}");
     let text = proxy.scrape().await;
     assert_eq!(metric(&text, "wspulse_connections_active", &[]), 1.0);
-    c.send(true, 8, &support::raw::close_payload(1000, ""))
-        .await;
+    c.send(true, CLOSE, &close_payload(1000, "")).await.unwrap();
     proxy.wait_ended(1).await;
     proxy.finish().await;
 }

@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::{self, Message};
+use wspulse::protocol::opcode::{CLOSE, TEXT};
 
 /// 1,000 messages each way (text with multi-byte UTF-8, binary of varying
 /// size, and fragmented messages), pipelined: all arrive whole, byte-exact,
@@ -211,13 +212,13 @@ async fn upstream_vanishing_gives_client_1014() {
     for (i, (script, cause)) in [("drop", "eof"), ("rst", "reset")].into_iter().enumerate() {
         // A raw client: tokio-tungstenite itself refuses 1014 (it predates
         // the IANA registration) and would report 1002.
-        let mut c = support::raw::RawClient::connect(proxy.addr, "/").await;
-        c.send(true, 1, script.as_bytes()).await;
+        let mut c = proxy.raw("/").await;
+        c.send(true, TEXT, script.as_bytes()).await.unwrap();
         let close = c.expect_close().await.expect("no Close frame");
         assert_eq!(close.close_code(), Some(1014), "{script}");
         // The client answers; the proxy then closes the TCP connection.
-        c.send(true, 8, &close.payload).await;
-        assert!(c.expect_eof().await);
+        c.send(true, CLOSE, &close.payload).await.unwrap();
+        c.expect_end().await.unwrap();
         proxy.wait_ended(i as u64 + 1).await;
         let text = proxy.scrape().await;
         assert_eq!(closed(&text, "1006", "upstream", cause), 1.0, "{script}");
@@ -393,33 +394,18 @@ async fn upstream_declining_subprotocols_still_connects() {
     let (echo, proxy) = echo_and_proxy().await;
     // tokio-tungstenite's own client would refuse a 101 without the header,
     // so speak raw: the proxy's 101 must come without a subprotocol.
-    let request = format!(
-        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Protocol: x.unknown\r\n\r\n",
-        proxy.addr
+    let request = upgrade_request(proxy.addr, "/", "Sec-WebSocket-Protocol: x.unknown\r\n");
+    let (session, head) = RawPeer::open(proxy.addr, request.as_bytes()).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("sec-websocket-protocol"),
+        "{head}"
     );
-    let (status, _) = {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-        s.write_all(request.as_bytes()).await.unwrap();
-        let mut buf = vec![0u8; 1024];
-        let n = tokio::time::timeout(LIMIT, s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        let head = String::from_utf8_lossy(&buf[..n]).to_string();
-        assert!(
-            !head.to_ascii_lowercase().contains("sec-websocket-protocol"),
-            "{head}"
-        );
-        (head.split(' ').nth(1).unwrap_or("").to_string(), head)
-    };
-    assert_eq!(status, "101");
     assert_eq!(
         echo.requests()[0].header("sec-websocket-protocol"),
         Some("x.unknown")
     );
+    drop(session); // the client vanishes: the session ends
     proxy.wait_ended(1).await;
     let text = proxy.scrape().await;
     assert_eq!(
@@ -429,26 +415,33 @@ async fn upstream_declining_subprotocols_still_connects() {
     proxy.finish().await;
 }
 
+/// Send a request that must not become a session; its answer's status
+/// and text.
+async fn refused(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
+    let (status, text) = exchange(addr, request).await.unwrap();
+    (status.expect("no HTTP answer"), text)
+}
+
 /// Requests that are not upgrades get 426 (no Upgrade header) or 400, and
 /// are counted; the proxy carries on.
 #[tokio::test]
 async fn non_upgrade_requests_are_refused_and_counted() {
     let (_echo, proxy) = echo_and_proxy().await;
-    let (status, body) = raw_request(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (status, body) = refused(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(status, 426, "{body}");
-    let (status, _) = raw_request(
+    let (status, _) = refused(
         proxy.addr,
         b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
     )
     .await;
     assert_eq!(status, 426, "missing version");
-    let (status, _) = raw_request(
+    let (status, _) = refused(
         proxy.addr,
         b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n",
     )
     .await;
     assert_eq!(status, 400);
-    let (status, _) = raw_request(
+    let (status, _) = refused(
         proxy.addr,
         b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n\r\n",
     )

@@ -1,66 +1,67 @@
-//! Shared test harness: a proxy on 127.0.0.1:0 in front of an upstream,
-//! a real `/metrics` scrape, and parsers for what it says.
-#![allow(dead_code)]
+//! Shared test harness around the lib's kit: a proxy running in-process
+//! ([`Running`], on 127.0.0.1 ports the OS picks) in front of an upstream
+//! from [`wspulse::kit`], its `/metrics` scraped over HTTP as a user's
+//! scraper does and read with the lib's parser ([`prom`]).
+//!
+//! Raw-frame peers come straight from the kit ([`RawPeer`],
+//! [`RawUpstream`], [`exchange`]); tokio-tungstenite is the well-behaved
+//! client. Every wait is bounded by [`LIMIT`].
+// Each test crate uses a part of the harness.
+#![allow(dead_code, unused_imports)]
 
-pub mod raw;
-
-use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wspulse::config::Settings;
-use wspulse::metrics::Metrics;
-use wspulse::server::Server;
+use wspulse::explain::prom;
+use wspulse::metrics::{Metrics, names};
+use wspulse::server::Running;
 use wspulse::shutdown::DrainReport;
 
-pub use wspulse::echo::EchoServer;
+pub use wspulse::kit::EchoServer;
+pub use wspulse::kit::raw::{
+    CLIENT_KEY, CLIENT_MASK, End, RawFrame, RawPeer, RawUpstream, exchange, upgrade_request,
+};
+pub use wspulse::protocol::{close_payload, encode_frame};
 
 /// Every wait in the tests is bounded by this.
 pub const LIMIT: Duration = Duration::from_secs(10);
 
+/// A tokio-tungstenite client connection.
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A running proxy.
+/// A running proxy: the kit's [`Running`], with its addresses at hand.
 pub struct Proxy {
-    pub addr: std::net::SocketAddr,
-    pub admin: std::net::SocketAddr,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// The admin address.
+    pub admin: SocketAddr,
+    /// Its registry.
     pub metrics: Metrics,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<DrainReport>>,
+    /// `None` once joined.
+    running: Option<Running>,
 }
 
-/// Settings for tests: both listeners on port 0, the given upstream.
+/// Settings for tests: the defaults, with the given upstream.
 pub fn settings(upstream_url: &str) -> Settings {
     let mut s = Settings::default();
-    s.listen.addr = "127.0.0.1:0".parse().unwrap();
-    s.admin.addr = "127.0.0.1:0".parse().unwrap();
     s.upstream.url = upstream_url.parse().unwrap();
     s
 }
 
-/// Start a proxy with `settings`.
+/// Start a proxy with `settings` (both listeners on 127.0.0.1:0).
 pub async fn start_proxy(settings: Settings) -> Proxy {
-    let routes: Vec<String> = settings.routes.iter().map(|r| r.name.clone()).collect();
-    let metrics = Metrics::standalone(&routes, settings.admin.recent_closures).unwrap();
-    let server = Server::bind(settings, metrics.clone()).await.unwrap();
-    let (addr, admin) = (server.local_addr(), server.admin_addr());
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
+    let running = Running::start(settings).await.unwrap();
     Proxy {
-        addr,
-        admin,
-        metrics,
-        stop: Some(tx),
-        task: Some(task),
+        addr: running.addr(),
+        admin: running.admin_addr(),
+        metrics: running.metrics().clone(),
+        running: Some(running),
     }
 }
 
@@ -72,6 +73,7 @@ pub async fn echo_and_proxy() -> (EchoServer, Proxy) {
 }
 
 impl Proxy {
+    /// `ws://addr/path`.
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
@@ -83,6 +85,11 @@ impl Proxy {
             .expect("connect timed out")
             .expect("connect failed");
         ws
+    }
+
+    /// Connect a raw-frame client; panics unless the answer is 101.
+    pub async fn raw(&self, path: &str) -> RawPeer {
+        RawPeer::connect(self.addr, path).await.unwrap()
     }
 
     /// `GET path` on the admin address; returns (status, body).
@@ -111,20 +118,19 @@ impl Proxy {
         self.join().await
     }
 
-    /// Fire the shutdown future without waiting.
-    pub fn trigger_stop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+    /// Start the drain without waiting.
+    pub fn trigger_stop(&self) {
+        if let Some(running) = &self.running {
+            running.stop();
         }
     }
 
-    /// Wait for `run` to return.
+    /// Wait for the proxy to return; its panics are raised here.
     pub async fn join(&mut self) -> DrainReport {
-        let task = self.task.take().expect("joined twice");
-        tokio::time::timeout(Duration::from_secs(30), task)
+        let running = self.running.take().expect("joined twice");
+        tokio::time::timeout(3 * LIMIT, running.join())
             .await
-            .expect("serve did not return")
-            .expect("serve panicked")
+            .expect("the proxy did not return")
     }
 
     /// Assert `opened == sum(closed) + active` on a scrape, then stop.
@@ -135,126 +141,34 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// Minimal HTTP/1.1 GET over a raw socket.
-pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let fut = async {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
+/// `GET path` from `addr` over HTTP/1.1 (the lib's admin client); returns
+/// (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let answer = wspulse::explain::fetch::get(&addr.to_string(), path, LIMIT)
         .await
         .unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.unwrap();
-        parse_response(&buf)
-    };
-    tokio::time::timeout(LIMIT, fut)
-        .await
-        .expect("admin request timed out")
-}
-
-/// Send raw bytes as an HTTP request to `addr`; returns (status, headers+body text).
-pub async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
-    let fut = async {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(request).await.unwrap();
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf).await;
-        parse_response(&buf)
-    };
-    tokio::time::timeout(LIMIT, fut)
-        .await
-        .expect("request timed out")
-}
-
-fn parse_response(buf: &[u8]) -> (u16, String) {
-    let text = String::from_utf8_lossy(buf).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    // Undo chunked encoding if present (hyper uses it for bodies of unknown size).
-    let body = if text
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        wspulse::explain::dechunk(&body)
-    } else {
-        body
-    };
-    (status, body)
-}
-
-/// Parse the Prometheus text format: (name, labels) → value.
-pub fn parse_metrics(text: &str) -> Vec<(String, HashMap<String, String>, f64)> {
-    let mut out = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let Some((head, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let value: f64 = value.parse().unwrap_or(f64::NAN);
-        let (name, labels) = match head.split_once('{') {
-            Some((n, rest)) => {
-                let rest = rest.trim_end_matches('}');
-                let labels = rest
-                    .split("\",")
-                    .filter(|p| !p.is_empty())
-                    .filter_map(|p| p.split_once("=\""))
-                    .map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string()))
-                    .collect();
-                (n.to_string(), labels)
-            }
-            None => (head.to_string(), HashMap::new()),
-        };
-        out.push((name, labels, value));
-    }
-    out
+    (answer.status.as_u16(), answer.body)
 }
 
 /// Sum of `name` over series whose labels include all of `want`.
 pub fn metric(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
-    parse_metrics(text)
-        .into_iter()
-        .filter(|(n, l, _)| {
-            n == name
-                && want
-                    .iter()
-                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|(_, _, v)| v)
-        .sum()
+    prom::sum(&prom::parse(text), name, want)
 }
 
 /// `wspulse_connections_closed_total{code,side,cause}` summed over routes.
 pub fn closed(text: &str, code: &str, side: &str, cause: &str) -> f64 {
     metric(
         text,
-        "wspulse_connections_closed_total",
+        names::CLOSED,
         &[("code", code), ("side", side), ("cause", cause)],
     )
 }
 
 /// The invariant users alert on: opened == sum(closed) + active.
 pub fn assert_invariant(text: &str) {
-    let opened = metric(text, "wspulse_connections_opened_total", &[]);
-    let closed = metric(text, "wspulse_connections_closed_total", &[]);
-    let active = metric(text, "wspulse_connections_active", &[]);
+    let opened = metric(text, names::OPENED, &[]);
+    let closed = metric(text, names::CLOSED, &[]);
+    let active = metric(text, names::ACTIVE, &[]);
     assert_eq!(
         opened,
         closed + active,

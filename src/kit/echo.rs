@@ -1,4 +1,4 @@
-//! A scriptable in-process echo upstream, for tests and `wspulse demo`.
+//! A scriptable in-process echo upstream, for the tests and `wspulse demo`.
 //!
 //! It binds `127.0.0.1:0` and echoes every text and binary message. The
 //! text of a message scripts it (so a test needs no side channel):

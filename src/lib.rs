@@ -17,6 +17,8 @@
 //! - [`tls`]: TLS client settings for `wss://` upstreams (roots + `ca_file`).
 //! - [`config`]: TOML + environment → validated [`config::Settings`]; every
 //!   key once, in the table of `config/keys.rs`.
+//! - [`extensions`]: permessage-deflate negotiation as a passthrough: the
+//!   offers that go upstream, whether an answer answers one.
 //! - [`head`]: HTTP header fields looked up in the bytes they were read in,
 //!   and the WebSocket handshake's keys.
 //! - [`clock`]: the per-thread cached time the relay stamps messages with.
@@ -70,6 +72,7 @@ pub mod config;
 pub mod conn;
 pub mod demo;
 pub mod explain;
+pub mod extensions;
 pub mod head;
 pub mod keepalive;
 pub mod kit;

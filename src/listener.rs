@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Route, Settings};
 use crate::conn;
+use crate::extensions;
 use crate::head::{self, Fields, Spans};
 use crate::metrics::{Metrics, RouteId};
 use crate::protocol::Role;
@@ -248,6 +249,7 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
         path_and_query: &req.path_and_query,
         headers: &req.headers,
         client_ip: peer.ip(),
+        compression: s.compression.mode,
     };
     let dialed = match upstream::dial(
         &s.upstream.url,
@@ -277,7 +279,11 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
             return None;
         }
     };
-    let switching = switching_response(req.key(), dialed.protocol.as_ref());
+    let switching = switching_response(
+        req.key(),
+        dialed.protocol.as_ref(),
+        dialed.extensions.as_ref(),
+    );
     if let Err(e) = tcp.write_all(&switching).await {
         debug!(%peer, error = %e, "client gone before the 101");
         return None;
@@ -286,7 +292,13 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
     // right behind it) are the client leg's first input. Each leg lives on
     // the heap, so moving it through the nested session futures copies a
     // pointer, not the struct.
-    let client = Box::new(WsStream::new(tcp, Role::Server, shared.limits, &rest));
+    let mut client = Box::new(WsStream::new(tcp, Role::Server, shared.limits, &rest));
+    // Both legs share the one compression the upstream accepted.
+    let compression = dialed
+        .extensions
+        .is_some()
+        .then_some(extensions::PERMESSAGE_DEFLATE);
+    client.set_deflate(compression.is_some());
     let path = req.path().to_string();
     Some(Accepted {
         client,
@@ -295,6 +307,7 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
         info: SessionInfo {
             client_addr: Some(peer),
             path,
+            compression,
         },
         permit,
     })
@@ -448,7 +461,11 @@ fn plain_response(status: StatusCode, body: &'static str) -> Vec<u8> {
 }
 
 /// The 101 that completes the client's handshake.
-fn switching_response(key: &[u8], protocol: Option<&HeaderValue>) -> Vec<u8> {
+fn switching_response(
+    key: &[u8],
+    protocol: Option<&HeaderValue>,
+    extensions: Option<&HeaderValue>,
+) -> Vec<u8> {
     let mut r = Vec::with_capacity(160);
     r.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ",
@@ -458,6 +475,11 @@ fn switching_response(key: &[u8], protocol: Option<&HeaderValue>) -> Vec<u8> {
     if let Some(p) = protocol {
         r.extend_from_slice(b"sec-websocket-protocol: ");
         r.extend_from_slice(p.as_bytes());
+        r.extend_from_slice(b"\r\n");
+    }
+    if let Some(e) = extensions {
+        r.extend_from_slice(b"sec-websocket-extensions: ");
+        r.extend_from_slice(e.as_bytes());
         r.extend_from_slice(b"\r\n");
     }
     r.extend_from_slice(b"\r\n");
@@ -509,6 +531,7 @@ async fn run_session(
     shared: &Shared,
 ) {
     let peer = info.client_addr;
+    let compression = info.compression;
     // Only the log line below needs the path after the guard takes it.
     let path = tracing::enabled!(tracing::Level::INFO).then(|| info.path.clone());
     let guard = shared.metrics.open_session(route, info);
@@ -530,6 +553,7 @@ async fn run_session(
         client = peer.map(tracing::field::display),
         path,
         route = shared.metrics.route_name(route),
+        compression,
         "session ended"
     );
 }

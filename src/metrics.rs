@@ -47,6 +47,10 @@ pub mod names {
     pub const DRAIN: &str = "wspulse_drain_sessions_total";
     /// Time since the last frame when a session ended, by class.
     pub const IDLE_BEFORE_CLOSE: &str = "wspulse_idle_before_close_seconds";
+    /// Sessions opened with permessage-deflate negotiated, by route.
+    pub const COMPRESSED_SESSIONS: &str = "wspulse_compressed_sessions_total";
+    /// Compressed data messages relayed (RSV1), by direction.
+    pub const COMPRESSED_MESSAGES: &str = "wspulse_compressed_messages_total";
 }
 
 /// Why an upstream dial failed: the `reason` label.
@@ -121,6 +125,7 @@ pub const OTHER_ROUTE: &str = "other";
 struct RouteHandles {
     name: String,
     opened: IntCounter,
+    compressed: IntCounter,
     duration_clean: Histogram,
     duration_abnormal: Histogram,
 }
@@ -135,6 +140,7 @@ struct Inner {
     rtt_upstream: Histogram,
     messages: [IntCounter; 2],
     bytes: [IntCounter; 2],
+    compressed_messages: [IntCounter; 2],
     connect_failures: IntCounterVec,
     rejections: IntCounterVec,
     drain_closed: IntCounter,
@@ -212,6 +218,20 @@ impl Metrics {
             ),
             &["direction"],
         )?;
+        let compressed_sessions = IntCounterVec::new(
+            Opts::new(
+                names::COMPRESSED_SESSIONS,
+                "Sessions opened with permessage-deflate negotiated end to end.",
+            ),
+            &["route"],
+        )?;
+        let compressed_messages = IntCounterVec::new(
+            Opts::new(
+                names::COMPRESSED_MESSAGES,
+                "Compressed (permessage-deflate) data messages relayed as they were.",
+            ),
+            &["direction"],
+        )?;
         let connect_failures = IntCounterVec::new(
             Opts::new(names::CONNECT_FAILURES, "Upstream dials that failed."),
             &["reason"],
@@ -238,6 +258,8 @@ impl Metrics {
         registry.register(Box::new(rtt.clone()))?;
         registry.register(Box::new(messages.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
+        registry.register(Box::new(compressed_sessions.clone()))?;
+        registry.register(Box::new(compressed_messages.clone()))?;
         registry.register(Box::new(connect_failures.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(drain.clone()))?;
@@ -255,6 +277,7 @@ impl Metrics {
             .into_iter()
             .map(|name| RouteHandles {
                 opened: opened.with_label_values(&[&name]),
+                compressed: compressed_sessions.with_label_values(&[&name]),
                 duration_clean: duration.with_label_values(&["clean", &name]),
                 duration_abnormal: duration.with_label_values(&["abnormal", &name]),
                 name,
@@ -296,6 +319,10 @@ impl Metrics {
                 bytes.with_label_values(&[d(Direction::ClientToUpstream)]),
                 bytes.with_label_values(&[d(Direction::UpstreamToClient)]),
             ],
+            compressed_messages: [
+                compressed_messages.with_label_values(&[d(Direction::ClientToUpstream)]),
+                compressed_messages.with_label_values(&[d(Direction::UpstreamToClient)]),
+            ],
             closed,
             connect_failures,
             rejections,
@@ -331,12 +358,16 @@ impl Metrics {
         &self.inner.routes[route.0].name
     }
 
-    /// Count one relayed data message of `len` payload bytes.
+    /// Count one relayed data message of `len` payload bytes as on the
+    /// wire (compressed where `compressed`).
     #[inline]
-    pub fn message(&self, dir: Direction, len: usize) {
+    pub fn message(&self, dir: Direction, len: usize, compressed: bool) {
         let i = dir as usize;
         self.inner.messages[i].inc();
         self.inner.bytes[i].inc_by(len as u64);
+        if compressed {
+            self.inner.compressed_messages[i].inc();
+        }
     }
 
     /// Observe the round-trip time of one of the proxy's pings.
@@ -438,7 +469,11 @@ impl Metrics {
 
     /// Start accounting for one session. See [`SessionGuard`].
     pub fn open_session(&self, route: RouteId, info: SessionInfo) -> SessionGuard {
-        self.inner.routes[route.0].opened.inc();
+        let handles = &self.inner.routes[route.0];
+        handles.opened.inc();
+        if info.compression.is_some() {
+            handles.compressed.inc();
+        }
         self.inner.active.inc();
         let now = Instant::now();
         SessionGuard {
@@ -634,6 +669,8 @@ mod tests {
             names::REJECTIONS,
             names::DRAIN,
             names::IDLE_BEFORE_CLOSE,
+            names::COMPRESSED_SESSIONS,
+            names::COMPRESSED_MESSAGES,
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }

@@ -48,6 +48,9 @@ pub struct SessionInfo {
     pub client_addr: Option<SocketAddr>,
     /// The request path (without the query).
     pub path: String,
+    /// The extension negotiated end to end: `"permessage-deflate"`, or
+    /// `None` (`null` in `/closures`).
+    pub compression: Option<&'static str>,
 }
 
 /// The session's running counters, kept by the session itself (one owner,
@@ -144,6 +147,8 @@ pub struct ClosureRecord {
     pub client_addr: Option<SocketAddr>,
     /// The request path.
     pub path: String,
+    /// `"permessage-deflate"` when negotiated end to end, else `null`.
+    pub compression: Option<&'static str>,
     /// Data messages client → upstream.
     pub messages_client_to_upstream: u64,
     /// Data messages upstream → client.
@@ -186,6 +191,7 @@ impl ClosureRecord {
             route,
             client_addr: info.client_addr,
             path: info.path,
+            compression: info.compression,
             messages_client_to_upstream: stats.messages_c2u,
             messages_upstream_to_client: stats.messages_u2c,
             bytes_client_to_upstream: stats.bytes_c2u,
@@ -243,6 +249,7 @@ pub(crate) mod tests {
             "cause",
             "route",
             "client_addr",
+            "compression",
             "bytes_client_to_upstream",
             "messages_upstream_to_client",
             "last_rtt_upstream_s",
@@ -255,5 +262,6 @@ pub(crate) mod tests {
         assert_eq!(v["messages_upstream_to_client"], 2);
         assert_eq!(v["bytes_upstream_to_client"], 4);
         assert_eq!(v["last_rtt_upstream_s"], 0.001);
+        assert!(v["compression"].is_null());
     }
 }

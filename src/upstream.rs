@@ -15,8 +15,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::UpstreamUrl;
+use crate::config::{CompressionMode, UpstreamUrl};
 use crate::conn::{self, Conn};
+use crate::extensions;
 use crate::head::{self, Fields, Spans};
 use crate::metrics::ConnectFailure;
 use crate::protocol::Role;
@@ -101,6 +102,9 @@ pub struct Dialed {
     pub ws: WsStream,
     /// The subprotocol the upstream picked, if any.
     pub protocol: Option<HeaderValue>,
+    /// The upstream's `Sec-WebSocket-Extensions` answer (permessage-deflate
+    /// and its parameters), to pass on to the client as sent.
+    pub extensions: Option<HeaderValue>,
 }
 
 /// What of the client's request goes upstream.
@@ -112,6 +116,8 @@ pub struct ClientHead<'a> {
     pub headers: &'a Fields,
     /// The client's address, for `X-Forwarded-For`.
     pub client_ip: std::net::IpAddr,
+    /// Whether the client's permessage-deflate offers go upstream.
+    pub compression: CompressionMode,
 }
 
 /// Dial `url` for `client`'s request; resolve, connect, TLS for `wss://`
@@ -177,8 +183,14 @@ async fn dial_inner(
         });
     }
     let protocol = verify_upgrade(&head.fields, &key, client.headers)?;
-    let ws = WsStream::new(stream, Role::Client, limits, &rest);
-    Ok(Dialed { ws, protocol })
+    let extensions = verify_extensions(&head.fields, client)?;
+    let mut ws = WsStream::new(stream, Role::Client, limits, &rest);
+    ws.set_deflate(extensions.is_some());
+    Ok(Dialed {
+        ws,
+        protocol,
+        extensions,
+    })
 }
 
 /// The upstream's HTTP/1.1 upgrade request, as bytes.
@@ -196,8 +208,25 @@ fn upgrade_request(url: &UpstreamUrl, client: ClientHead<'_>, key: &[u8]) -> Vec
     out.extend_from_slice(key);
     out.extend_from_slice(b"\r\n");
     forward_headers(client.headers, client.client_ip, &mut out);
+    if client.compression == CompressionMode::Passthrough {
+        write_extension_offers(client.headers, &mut out);
+    }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// The client's permessage-deflate offers, as sent, in one
+/// `Sec-WebSocket-Extensions` line; nothing when it made none. Other
+/// extensions are left out: the proxy could not relay their frames.
+fn write_extension_offers(client: &Fields, out: &mut Vec<u8>) {
+    const NAME: &[u8] = b"sec-websocket-extensions: ";
+    let start = out.len();
+    out.extend_from_slice(NAME);
+    if extensions::write_deflate_offers(client.get_all("sec-websocket-extensions"), out) {
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.truncate(start);
+    }
 }
 
 /// Largest response head accepted from the upstream.
@@ -318,11 +347,6 @@ fn verify_upgrade(
     if resp.get("sec-websocket-accept") != Some(&head::accept_key(key)[..]) {
         return Err(UpstreamError::Protocol("wrong Sec-WebSocket-Accept".into()));
     }
-    if resp.get("sec-websocket-extensions").is_some() {
-        return Err(UpstreamError::Protocol(
-            "upstream chose an extension that was not offered".into(),
-        ));
-    }
     let Some(chosen) = resp.get("sec-websocket-protocol") else {
         return Ok(None);
     };
@@ -340,6 +364,35 @@ fn verify_upgrade(
         ));
     }
     Ok(chosen)
+}
+
+/// The upstream's `Sec-WebSocket-Extensions` answer, to pass on to the
+/// client as sent, once it is known to answer one of the offers the proxy
+/// forwarded (none in `compression.mode = "off"`).
+fn verify_extensions(
+    resp: &Fields,
+    client: ClientHead<'_>,
+) -> Result<Option<HeaderValue>, UpstreamError> {
+    let mut answers = resp.get_all("sec-websocket-extensions");
+    let Some(answer) = answers.next() else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| Err(UpstreamError::Protocol(why.into()));
+    if answers.next().is_some() {
+        return refuse(extensions::BadAnswer::OtherExtension.as_str());
+    }
+    let offers = client.headers.get_all("sec-websocket-extensions");
+    let checked = match client.compression {
+        CompressionMode::Passthrough => extensions::check_answer(answer, offers),
+        CompressionMode::Off => Err(extensions::BadAnswer::NotOffered),
+    };
+    if let Err(bad) = checked {
+        return refuse(bad.as_str());
+    }
+    match HeaderValue::from_bytes(answer.trim_ascii()) {
+        Ok(v) => Ok(Some(v)),
+        Err(_) => refuse(extensions::BadAnswer::BadParameter.as_str()),
+    }
 }
 
 /// Connect one address: no Nagle (frames are written whole and flushed
@@ -408,8 +461,8 @@ const NOT_FORWARDED: &[&[u8]] = &[
     b"sec-websocket-key",
     b"sec-websocket-version",
     b"sec-websocket-accept",
-    // No extension (permessage-deflate) is negotiated on either leg: the
-    // proxy inspects every frame and would have to re-compress.
+    // Written by the proxy itself: only the permessage-deflate offers go
+    // on, and only in passthrough mode (`write_extension_offers`).
     b"sec-websocket-extensions",
 ];
 

@@ -252,6 +252,17 @@ pub(super) const KEYS: &[Key] = &[
         rule: None,
     },
     Key {
+        name: "compression.mode",
+        doc: r#""passthrough": permessage-deflate negotiated end to end, relayed compressed | "off": stripped"#,
+        parse: |s, f| {
+            s.compression.mode = f.string()?.parse()?;
+            Ok(())
+        },
+        show: |s| quote(s.compression.mode.as_str()),
+        follow: None,
+        rule: None,
+    },
+    Key {
         name: "admin.addr",
         doc: "/metrics, /healthz, /readyz, /closures",
         parse: |s, f| {

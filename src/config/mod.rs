@@ -55,6 +55,8 @@ pub struct Settings {
     pub keepalive: KeepaliveSettings,
     /// Size, time and count limits.
     pub limits: LimitSettings,
+    /// WebSocket compression across the proxy.
+    pub compression: CompressionSettings,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/closures`).
     pub admin: AdminSettings,
     /// Graceful drain on SIGTERM/SIGINT.
@@ -63,6 +65,25 @@ pub struct Settings {
     pub log: LogSettings,
     /// Route labels by path prefix (longest prefix wins); empty: label `default`.
     pub routes: Vec<Route>,
+}
+
+/// `[compression]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressionSettings {
+    /// What happens to permessage-deflate (default passthrough).
+    pub mode: CompressionMode,
+}
+
+/// `compression.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CompressionMode {
+    /// The client's permessage-deflate offers go upstream as sent, the
+    /// upstream's answer comes back as sent, and compressed frames are
+    /// relayed untouched (never inflated).
+    #[default]
+    Passthrough,
+    /// No extension is negotiated on either leg.
+    Off,
 }
 
 /// `[listen]`
@@ -187,6 +208,9 @@ impl Default for Settings {
                 spread: Duration::ZERO,
                 close_code: 1001,
             },
+            compression: CompressionSettings {
+                mode: CompressionMode::Passthrough,
+            },
             log: LogSettings {
                 level: "info".into(),
                 format: LogFormat::Text,
@@ -222,6 +246,29 @@ impl FromStr for LogFormat {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
             _ => Err(format!(r#"must be "text" or "json", found {s:?}"#)),
+        }
+    }
+}
+
+// === impl CompressionMode ===
+
+impl CompressionMode {
+    /// `"passthrough"` or `"off"`, as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompressionMode::Passthrough => "passthrough",
+            CompressionMode::Off => "off",
+        }
+    }
+}
+
+impl FromStr for CompressionMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "passthrough" => Ok(CompressionMode::Passthrough),
+            "off" => Ok(CompressionMode::Off),
+            _ => Err(format!(r#"must be "passthrough" or "off", found {s:?}"#)),
         }
     }
 }

@@ -363,8 +363,10 @@ impl Session {
             LegId::Upstream => (&mut self.upstream, &mut self.client),
         };
         match incoming {
-            Incoming::Data { len, .. } => {
-                self.metrics.message(dir, len);
+            Incoming::Data {
+                len, compressed, ..
+            } => {
+                self.metrics.message(dir, len, compressed);
                 self.stats.count(dir, len);
                 let (Some(src_ws), Some(dst_ws)) = (src.ws.as_mut(), dst.ws.as_mut()) else {
                     return None;
@@ -374,10 +376,14 @@ impl Session {
                     Err(e) => return Ending::failed(dst.id, e),
                 }
             }
-            Incoming::Message { text, data } => {
-                self.metrics.message(dir, data.len());
+            Incoming::Message {
+                text,
+                compressed,
+                data,
+            } => {
+                self.metrics.message(dir, data.len(), compressed);
                 self.stats.count(dir, data.len());
-                dst.queue(|ws| ws.send_data(text, &data));
+                dst.queue(|ws| ws.send_message(text, compressed, &data));
             }
             // Pings are answered hop by hop: the leg queued the Pong; mark
             // it dirty so the Pong is flushed even if we do not read this

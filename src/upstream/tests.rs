@@ -34,6 +34,7 @@ fn upgrade_request_line_and_host() {
             path_and_query: pq,
             headers: &Fields::default(),
             client_ip: [127, 0, 0, 1].into(),
+            compression: CompressionMode::Passthrough,
         };
         let req = upgrade_request(&u, client, b"k");
         let text = String::from_utf8(req).expect("ASCII");
@@ -174,6 +175,100 @@ fn subprotocol_must_be_one_the_client_offered() {
         ("Sec-WebSocket-Accept", std::str::from_utf8(&wrong).unwrap()),
     ]);
     assert!(verify_upgrade(&wrong, &key, &client).is_err());
+}
+
+/// The request's `Sec-WebSocket-Extensions` lines, lowercased names.
+fn extension_lines(client: &Fields, mode: CompressionMode) -> Vec<String> {
+    let head = ClientHead {
+        path_and_query: "/",
+        headers: client,
+        client_ip: [127, 0, 0, 1].into(),
+        compression: mode,
+    };
+    let url: UpstreamUrl = "ws://h:1".parse().unwrap();
+    String::from_utf8(upgrade_request(&url, head, b"k"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("sec-websocket-extensions")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn deflate_offers_go_upstream_as_sent_in_passthrough_only() {
+    let client = fields(&[
+        (
+            "Sec-WebSocket-Extensions",
+            "permessage-deflate; client_max_window_bits; server_no_context_takeover",
+        ),
+        ("Sec-WebSocket-Extensions", "x-webkit-deflate-frame"),
+    ]);
+    assert_eq!(
+        extension_lines(&client, CompressionMode::Passthrough),
+        [
+            "sec-websocket-extensions: permessage-deflate; client_max_window_bits; server_no_context_takeover"
+        ]
+    );
+    assert!(extension_lines(&client, CompressionMode::Off).is_empty());
+    let other = fields(&[("Sec-WebSocket-Extensions", "x-webkit-deflate-frame")]);
+    assert!(extension_lines(&other, CompressionMode::Passthrough).is_empty());
+}
+
+#[test]
+fn the_upstream_answer_must_answer_an_offer() {
+    let answer = |ext: &[&str]| {
+        let lines: Vec<(&str, &str)> = ext
+            .iter()
+            .map(|e| ("Sec-WebSocket-Extensions", *e))
+            .collect();
+        fields(&lines)
+    };
+    let offer = fields(&[(
+        "Sec-WebSocket-Extensions",
+        "permessage-deflate; client_max_window_bits",
+    )]);
+    let head = |headers, compression| ClientHead {
+        path_and_query: "/",
+        headers,
+        client_ip: [127, 0, 0, 1].into(),
+        compression,
+    };
+    let passthrough = head(&offer, CompressionMode::Passthrough);
+    assert_eq!(verify_extensions(&answer(&[]), passthrough).unwrap(), None);
+    assert_eq!(
+        verify_extensions(
+            &answer(&["permessage-deflate; client_max_window_bits=12"]),
+            passthrough
+        )
+        .unwrap(),
+        Some(HeaderValue::from_static(
+            "permessage-deflate; client_max_window_bits=12"
+        ))
+    );
+    for bad in [
+        &["x-other"][..],
+        &["permessage-deflate; bogus"],
+        &["permessage-deflate", "permessage-deflate"],
+    ] {
+        let e = verify_extensions(&answer(bad), passthrough).unwrap_err();
+        assert_eq!(e.reason(), Some(ConnectFailure::Protocol), "{bad:?}");
+        assert_eq!(e.client_status(), StatusCode::BAD_GATEWAY);
+    }
+    // Off: nothing was offered, so any answer is refused.
+    let off = head(&offer, CompressionMode::Off);
+    assert!(verify_extensions(&answer(&["permessage-deflate"]), off).is_err());
+    // Offered nothing: the same.
+    let none = Fields::default();
+    assert!(
+        verify_extensions(
+            &answer(&["permessage-deflate"]),
+            head(&none, CompressionMode::Passthrough)
+        )
+        .is_err()
+    );
 }
 
 #[test]

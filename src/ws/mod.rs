@@ -61,6 +61,11 @@ use crate::conn::Conn;
 use crate::protocol::opcode::{BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
 use crate::protocol::{MAX_CONTROL_PAYLOAD, Role, code_allowed_on_wire};
 
+/// The first header byte's FIN bit, and RSV1: with permessage-deflate
+/// negotiated, the mark of a compressed message (RFC 7692 §6).
+const FIN: u8 = 0x80;
+const RSV1: u8 = 0x40;
+
 /// A send makes the leg not ready ([`WsStream::poll_ready`] then flushes
 /// first) once this much waits in its write buffer: the bound behind
 /// backpressure.
@@ -94,14 +99,18 @@ pub enum Incoming {
     Data {
         /// Text rather than Binary.
         text: bool,
-        /// Payload length.
+        /// Compressed (RSV1, permessage-deflate): relayed as it is.
+        compressed: bool,
+        /// Payload length, on the wire.
         len: usize,
     },
     /// A fragmented Text or Binary message, put back together.
     Message {
-        /// Text (UTF-8 checked) rather than Binary.
+        /// Text (UTF-8 checked unless compressed) rather than Binary.
         text: bool,
-        /// The whole payload.
+        /// Compressed (RSV1 on its first frame): relayed as it is.
+        compressed: bool,
+        /// The whole payload, as on the wire.
         data: Bytes,
     },
     /// A Ping; the leg has queued its Pong.
@@ -156,6 +165,9 @@ fn too_big(size: u64, max: usize) -> Error {
 /// A fragmented message being put back together.
 struct Partial {
     text: bool,
+    /// Its first frame had RSV1: the bytes are deflated, and their UTF-8
+    /// validity is the endpoint's to check (the proxy never inflates).
+    compressed: bool,
     data: BytesMut,
     /// Bytes of `data` known to be valid UTF-8 (text only), so each
     /// fragment is checked once and a bad one fails at once.
@@ -169,7 +181,7 @@ impl Partial {
             return Err(too_big(size, max));
         }
         self.data.extend_from_slice(fragment);
-        if self.text {
+        if self.text && !self.compressed {
             match std::str::from_utf8(&self.data[self.checked..]) {
                 Ok(_) => self.checked = self.data.len(),
                 // A sequence cut at the fragment's end may go on in the next.
@@ -181,12 +193,13 @@ impl Partial {
     }
 
     fn complete(self) -> Result<Incoming, Error> {
-        if self.text && self.checked != self.data.len() {
+        if self.text && !self.compressed && self.checked != self.data.len() {
             // A sequence left unfinished at the end of the message.
             return Err(Error::Protocol(Violation::InvalidUtf8));
         }
         Ok(Incoming::Message {
             text: self.text,
+            compressed: self.compressed,
             data: self.data.freeze(),
         })
     }
@@ -197,6 +210,9 @@ pub struct WsStream {
     io: Conn,
     role: Role,
     limits: Limits,
+    /// permessage-deflate was negotiated on this leg: RSV1 on a message's
+    /// first frame marks it compressed, and is allowed.
+    deflate: bool,
     state: State,
     /// Bytes read and not yet parsed; empty and unallocated when idle.
     rbuf: BytesMut,
@@ -246,6 +262,7 @@ impl WsStream {
             io: io.into(),
             role,
             limits,
+            deflate: false,
             state: State::Active,
             rbuf: BytesMut::from(read_ahead),
             header: None,
@@ -271,25 +288,34 @@ impl WsStream {
         self.role
     }
 
-    /// Queue a data message (the caller vouches that a text payload is
-    /// UTF-8). Dropped once a Close went either way: nothing may follow it.
-    pub fn send_data(&mut self, text: bool, payload: &[u8]) {
+    /// permessage-deflate was negotiated on this leg (both legs of a
+    /// session share it): compressed messages (RSV1) are relayed as they
+    /// are instead of refused.
+    pub fn set_deflate(&mut self, on: bool) {
+        self.deflate = on;
+    }
+
+    /// Queue a data message in one frame, `compressed` (RSV1) when it came
+    /// so (the caller vouches that an uncompressed text payload is UTF-8).
+    /// Dropped once a Close went either way: nothing may follow it.
+    pub fn send_message(&mut self, text: bool, compressed: bool, payload: &[u8]) {
         if self.state == State::Active {
-            self.queue(true, if text { TEXT } else { BINARY }, payload);
+            let rsv = if compressed { RSV1 } else { 0 };
+            self.queue(FIN | rsv | if text { TEXT } else { BINARY }, payload);
         }
     }
 
     /// Queue a Ping (at most 125 bytes of payload).
     pub fn send_ping(&mut self, payload: &[u8]) {
         if self.state == State::Active {
-            self.queue(true, PING, payload);
+            self.queue(FIN | PING, payload);
         }
     }
 
     /// Queue a Pong: a peer's own, relayed.
     pub fn send_pong(&mut self, payload: &[u8]) {
         if self.state == State::Active {
-            self.queue(true, PONG, payload);
+            self.queue(FIN | PONG, payload);
         }
     }
 
@@ -305,12 +331,13 @@ impl WsStream {
         self.queue_close(frame);
     }
 
-    /// Encode a frame into the write buffer (masked when we are the client).
-    fn queue(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+    /// Encode a frame into the write buffer (masked when we are the
+    /// client): `head` is its first byte, FIN, RSV bits and opcode.
+    fn queue(&mut self, head: u8, payload: &[u8]) {
         let client = self.role == Role::Client;
         let w = self.write_buf();
         w.reserve(payload.len() + MAX_HEADER);
-        w.put_u8((u8::from(fin) << 7) | opcode);
+        w.put_u8(head);
         let masked = if client { 0x80 } else { 0 };
         match payload.len() {
             n if n < 126 => w.put_u8(masked | n as u8),
@@ -339,13 +366,13 @@ impl WsStream {
 
     fn queue_close(&mut self, frame: Option<(u16, &str)>) {
         match frame {
-            None => self.queue(true, CLOSE, &[]),
+            None => self.queue(FIN | CLOSE, &[]),
             Some((code, reason)) => {
                 let reason = crate::protocol::close_reason(reason);
                 let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
                 payload[..2].copy_from_slice(&code.to_be_bytes());
                 payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
-                self.queue(true, CLOSE, &payload[..2 + reason.len()]);
+                self.queue(FIN | CLOSE, &payload[..2 + reason.len()]);
             }
         }
     }
@@ -407,8 +434,8 @@ impl WsStream {
         let sent = match self.frame_for(to.role) {
             Some((frame, now)) => to.send_frame(frame, now),
             None => {
-                let text = self.rbuf[0] & 0x0f == TEXT;
-                to.send_data(text, self.data());
+                let head = self.rbuf[0];
+                to.send_message(head & 0x0f == TEXT, head & RSV1 != 0, self.data());
                 Ok(true)
             }
         };
@@ -629,7 +656,11 @@ impl WsStream {
         if !self.state.can_read() {
             return Err(Error::Protocol(V::AfterClose));
         }
-        if h.rsv != 0 {
+        // RSV1 is permessage-deflate's "compressed" mark, on the first
+        // frame of a data message only (RFC 7692 §6); every other reserved
+        // bit, and RSV1 without the extension, breaks RFC 6455 §5.2.
+        let compressed = h.rsv == 0b100;
+        if h.rsv != 0 && !(compressed && self.deflate && (h.opcode == TEXT || h.opcode == BINARY)) {
             return Err(Error::Protocol(V::ReservedBits));
         }
         if self.role == Role::Client && h.mask.is_some() {
@@ -685,7 +716,9 @@ impl WsStream {
                     if len > max {
                         return Err(too_big(h.len, max));
                     }
-                    if text {
+                    // A compressed text message's UTF-8 is the endpoint's
+                    // to check: the proxy would have to inflate it.
+                    if text && !compressed {
                         std::str::from_utf8(&self.rbuf[size..end])?;
                     }
                     // Left in place, header and all: the relay sends it on
@@ -694,10 +727,15 @@ impl WsStream {
                     // shared and its return to the pool a slow path).
                     self.pending = end;
                     self.pending_header = size;
-                    return Ok(Some(Incoming::Data { text, len }));
+                    return Ok(Some(Incoming::Data {
+                        text,
+                        compressed,
+                        len,
+                    }));
                 }
                 let mut p = Partial {
                     text,
+                    compressed,
                     data: BytesMut::new(),
                     checked: 0,
                 };
@@ -766,7 +804,7 @@ impl WsStream {
             && self.wbuf.len() < WRITE_HIGH
             && let Some(data) = self.pong.take()
         {
-            self.queue(true, PONG, &data);
+            self.queue(FIN | PONG, &data);
         }
         // A server leg that can read no more writes its last bytes: the
         // stream ends after this flush and the socket is dropped.

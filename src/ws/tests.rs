@@ -106,10 +106,12 @@ async fn next(ws: &mut WsStream) -> Option<Result<Got, Error>> {
                 Got::Text(String::from_utf8(ws.data().to_vec()).unwrap())
             }
             Incoming::Data { text: false, .. } => Got::Binary(ws.data().to_vec()),
-            Incoming::Message { text: true, data } => {
-                Got::Text(String::from_utf8(data.to_vec()).unwrap())
-            }
-            Incoming::Message { text: false, data } => Got::Binary(data.to_vec()),
+            Incoming::Message {
+                text: true, data, ..
+            } => Got::Text(String::from_utf8(data.to_vec()).unwrap()),
+            Incoming::Message {
+                text: false, data, ..
+            } => Got::Binary(data.to_vec()),
             Incoming::Ping(p) => Got::Ping(p.to_vec()),
             Incoming::Pong(p) => Got::Pong(p.to_vec()),
             Incoming::Close(f) => Got::Close(f.map(|f| (f.code, f.reason))),
@@ -177,7 +179,7 @@ async fn reads_masked_messages_and_writes_unmasked_as_server() {
         next(&mut ws).await.unwrap().unwrap(),
         Got::Binary(vec![1, 2, 3])
     );
-    ws.send_data(false, &[5; 200]);
+    ws.send_message(false, false, &[5; 200]);
     flush(&mut ws).await.unwrap();
     assert_eq!(read_frame(&mut peer).await, (0x82, vec![5; 200]));
 }
@@ -203,7 +205,14 @@ async fn one_frame_data_is_lent_in_place_then_sent_from_the_slice() {
     let (mut up, mut upstream_peer) = client();
 
     let got = incoming(&mut ws).await.unwrap().unwrap();
-    assert!(matches!(got, Incoming::Data { text: true, len: 6 }));
+    assert!(matches!(
+        got,
+        Incoming::Data {
+            text: true,
+            len: 6,
+            ..
+        }
+    ));
     assert_eq!(ws.data(), "héllo".as_bytes());
     // Toward the upstream the frame is masked again: no direct write over
     // a pipe, so it is queued for the flush.
@@ -222,13 +231,16 @@ async fn one_frame_data_is_lent_in_place_then_sent_from_the_slice() {
         got,
         Incoming::Data {
             text: false,
-            len: 300
+            len: 300,
+            ..
         }
     ));
     assert_eq!(ws.data(), &[7; 300][..]);
     ws.consume_data();
     match incoming(&mut ws).await.unwrap().unwrap() {
-        Incoming::Message { text: false, data } => assert_eq!(&data[..], b"abc"),
+        Incoming::Message {
+            text: false, data, ..
+        } => assert_eq!(&data[..], b"abc"),
         other => panic!("a reassembled message comes whole: {other:?}"),
     }
     // Not consumed: the next poll drops it.
@@ -297,7 +309,7 @@ async fn frames_are_rewritten_in_place_only_when_they_are_what_we_would_send() {
 #[tokio::test]
 async fn masks_what_it_sends_as_client() {
     let (mut ws, mut peer) = client();
-    ws.send_data(true, b"abc");
+    ws.send_message(true, false, b"abc");
     flush(&mut ws).await.unwrap();
     let mut f = [0u8; 9];
     peer.read_exact(&mut f).await.unwrap();
@@ -454,7 +466,7 @@ async fn peer_close_is_echoed_then_the_server_leg_ends() {
         other => panic!("{other:?}"),
     }
     // Nothing may follow a Close: a late send is dropped.
-    ws.send_data(true, b"late");
+    ws.send_message(true, false, b"late");
     assert!(
         next(&mut ws).await.is_none(),
         "the server ends after its echo"
@@ -506,7 +518,7 @@ async fn an_idle_leg_holds_no_buffer() {
     let Got::Binary(msg) = next(&mut ws).await.unwrap().unwrap() else {
         panic!("binary expected")
     };
-    ws.send_data(false, &msg);
+    ws.send_message(false, false, &msg);
     flush(&mut ws).await.unwrap();
     let _ = read_frame(&mut peer).await;
     // Nothing more to read: the poll returns Pending and lets go of it.
@@ -524,4 +536,99 @@ async fn read_ahead_bytes_come_first() {
     let mut ws = WsStream::new(a, Role::Server, LIMITS, &ahead);
     peer.write_all(&late).await.unwrap();
     assert_eq!(next(&mut ws).await.unwrap().unwrap(), Got::text("early"));
+}
+
+/// A first header byte with RSV1 set: permessage-deflate's "compressed".
+fn rsv1(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[0] |= 0x40;
+    frame
+}
+
+/// With permessage-deflate negotiated, a compressed message (RSV1 on its
+/// first frame) is relayed as it is: never inflated, RSV1 kept, its UTF-8
+/// left to the endpoint; in one frame straight from the read buffer, or
+/// reassembled from fragments into one frame with RSV1.
+#[tokio::test]
+async fn compressed_messages_keep_rsv1_and_are_never_inflated() {
+    let (mut ws, mut peer) = server();
+    ws.set_deflate(true);
+    let (mut up, mut upstream_peer) = client();
+    up.set_deflate(true);
+    // Deflated bytes are not UTF-8; a text frame carries them all the same.
+    let deflated = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let mut input = rsv1(encode_frame(true, TEXT, &deflated, KEY));
+    input.extend(rsv1(encode_frame(false, BINARY, &deflated[..3], KEY)));
+    input.extend(encode_frame(true, CONTINUATION, &deflated[3..], KEY));
+    peer.write_all(&input).await.unwrap();
+
+    let got = incoming(&mut ws).await.unwrap().unwrap();
+    assert!(matches!(
+        got,
+        Incoming::Data {
+            text: true,
+            compressed: true,
+            len: 7
+        }
+    ));
+    assert!(ws.forward_to(&mut up).unwrap());
+    match incoming(&mut ws).await.unwrap().unwrap() {
+        Incoming::Message {
+            text: false,
+            compressed: true,
+            data,
+        } => {
+            assert_eq!(&data[..], deflated);
+            up.send_message(false, true, &data);
+        }
+        other => panic!("{other:?}"),
+    }
+    flush(&mut up).await.unwrap();
+    // Both reach the upstream masked, RSV1 set, the bytes as they were.
+    for first in [0xc1, 0xc2] {
+        let mut f = [0u8; 2 + 4 + 7];
+        upstream_peer.read_exact(&mut f).await.unwrap();
+        assert_eq!(f[..2], [first, 0x80 | 7]);
+        let mut p = f[6..].to_vec();
+        apply_mask(&mut p, [f[2], f[3], f[4], f[5]]);
+        assert_eq!(p, deflated);
+    }
+}
+
+/// RSV1 is allowed only where permessage-deflate puts it: on the first
+/// frame of a data message, on a leg that negotiated it. RSV2 and RSV3
+/// are never allowed.
+#[tokio::test]
+async fn rsv1_anywhere_else_is_a_protocol_error() {
+    let cases: Vec<(bool, Vec<u8>)> = vec![
+        // No extension on this leg.
+        (false, rsv1(encode_frame(true, TEXT, b"x", KEY))),
+        // On a control frame.
+        (true, rsv1(encode_frame(true, PING, b"x", KEY))),
+        // On a continuation.
+        (true, {
+            let mut f = rsv1(encode_frame(false, TEXT, b"x", KEY));
+            f.extend(rsv1(encode_frame(true, CONTINUATION, b"y", KEY)));
+            f
+        }),
+        // RSV2, RSV3.
+        (true, {
+            let mut f = encode_frame(true, TEXT, b"x", KEY);
+            f[0] |= 0x20;
+            f
+        }),
+        (true, {
+            let mut f = encode_frame(true, TEXT, b"x", KEY);
+            f[0] |= 0x10;
+            f
+        }),
+    ];
+    for (i, (deflate, input)) in cases.into_iter().enumerate() {
+        let (mut ws, mut peer) = server();
+        ws.set_deflate(deflate);
+        peer.write_all(&input).await.unwrap();
+        match next(&mut ws).await {
+            Some(Err(Error::Protocol(Violation::ReservedBits))) => {}
+            other => panic!("case {i}: {other:?}"),
+        }
+    }
 }

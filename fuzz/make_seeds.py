@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Write the seed corpus for the `relay` fuzz target into seeds/relay/.
 
-Each seed is [flags] + WebSocket frames; client frames are masked, upstream
+Each seed is [flags, ext] + WebSocket frames (ext bit 0: permessage-deflate
+negotiated on both legs); client frames are masked, upstream
 frames are not. See fuzz_targets/relay.rs for the flags byte."""
 import os, struct
 
@@ -41,13 +42,29 @@ def seqs(mask):
         "data_after_close": f(1, 8, close(1000)) + f(1, 1, b"late"),
     }
 
+
+def deflate_seqs(mask):
+    """Frames for a session that negotiated permessage-deflate (ext = 1)."""
+    f = lambda fin, op, p, rsv=0: frame(fin, op, p, mask, rsv)
+    deflated = b"\xf2\x48\xcd\xc9\xc9\x07\x00"
+    return {
+        "compressed": f(1, 1, deflated, rsv=4) + f(1, 2, deflated, rsv=4) + f(1, 8, close(1000)),
+        "compressed_fragments": f(0, 2, deflated[:3], rsv=4) + f(1, 0, deflated[3:]) + f(1, 1, b"plain"),
+        "rsv1_ping": f(1, 9, b"p", rsv=4),
+        "rsv1_continuation": f(0, 1, deflated, rsv=4) + f(1, 0, b"x", rsv=4),
+        "rsv2": f(1, 1, deflated, rsv=2),
+    }
+
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds", "relay")
 os.makedirs(out, exist_ok=True)
-for name, data in seqs(True).items():
-    # flags 0: client fuzzed; 0xe0: written whole; 0x04: keepalive on
-    for flags in (0x00, 0xe0, 0xe4 | 0x08):
-        open(os.path.join(out, f"client_{name}_{flags:02x}"), "wb").write(bytes([flags]) + data)
-for name, data in seqs(False).items():
-    for flags in (0x01, 0xe1, 0xf1):
-        open(os.path.join(out, f"upstream_{name}_{flags:02x}"), "wb").write(bytes([flags]) + data)
+for f in os.listdir(out):
+    os.remove(os.path.join(out, f))
+for ext, table in ((0, seqs), (1, deflate_seqs)):
+    for name, data in table(True).items():
+        # flags 0: client fuzzed; 0xe0: written whole; 0x04: keepalive on
+        for flags in (0x00, 0xe0, 0xe4 | 0x08):
+            open(os.path.join(out, f"client_{name}_{flags:02x}"), "wb").write(bytes([flags, ext]) + data)
+    for name, data in table(False).items():
+        for flags in (0x01, 0xe1, 0xf1):
+            open(os.path.join(out, f"upstream_{name}_{flags:02x}"), "wb").write(bytes([flags, ext]) + data)
 print(len(os.listdir(out)), "seeds in", out)

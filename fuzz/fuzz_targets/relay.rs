@@ -3,7 +3,9 @@
 //! over in-memory pipes, so the relay's own frame parser (`wspulse::ws`) and the session's
 //! closure handling see exactly what a hostile peer could send.
 //!
-//! Input: `[flags, payload...]`.
+//! Input: `[flags, ext, payload...]`; `ext` bit 0: permessage-deflate was
+//! negotiated on both legs (RSV1 then marks a compressed message, allowed on
+//! a data message's first frame only).
 //!
 //! | flags bits | meaning                                                     |
 //! |------------|-------------------------------------------------------------|
@@ -37,7 +39,8 @@ use tokio_tungstenite::tungstenite::protocol::Role as PeerRole;
 use wspulse::closure::Side;
 use wspulse::config::Settings;
 use wspulse::metrics::Metrics;
-use wspulse::protocol::Role;
+use wspulse::protocol::opcode::{CLOSE, PING, PONG, TEXT};
+use wspulse::protocol::{Role, encode_frame};
 use wspulse::record::SessionInfo;
 use wspulse::session::{CLOSE_TIMEOUT, Session, SessionConfig};
 use wspulse::shutdown::Drain;
@@ -52,15 +55,16 @@ fn verbose() -> bool {
 const CHUNKS: [usize; 8] = [1, 2, 7, 64, 512, 4096, 65536, usize::MAX];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, payload)) = data.split_first() else {
+    let [flags, ext, payload @ ..] = data else {
         return;
     };
+    let (flags, deflate) = (*flags, ext & 1 != 0);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
         .build()
         .unwrap();
-    rt.block_on(one_session(flags, payload));
+    rt.block_on(one_session(flags, deflate, payload));
 });
 
 /// Write `bytes` into a leg in chunks, then hold or end; read (and drop)
@@ -97,7 +101,62 @@ async fn good_peer(pipe: DuplexStream, role: PeerRole) {
     while let Some(Ok(_)) = ws.next().await {}
 }
 
-async fn one_session(flags: u8, payload: &[u8]) {
+/// A correct peer of a session that negotiated permessage-deflate: one
+/// message, then it reads what comes until the proxy ends the leg,
+/// answering Pings and the Close as any peer does. tungstenite cannot
+/// inflate, so it would refuse the compressed frames the proxy rightly
+/// relays; this peer takes them as a deflating peer would (it never looks
+/// inside a data frame).
+async fn lenient_peer(mut pipe: DuplexStream, role: PeerRole) {
+    let mask = (role == PeerRole::Client).then_some([9, 8, 7, 6]);
+    let hello = encode_frame(true, TEXT, b"hello from the good peer", mask);
+    let _ = pipe.write_all(&hello).await;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        // Whole frames off the front of `buf`; the proxy's are unmasked
+        // toward a client and masked toward an upstream.
+        while let Some((op, payload, used)) = frame_at(&buf) {
+            buf.drain(..used);
+            let reply = match op {
+                PING => Some(encode_frame(true, PONG, &payload, mask)),
+                CLOSE => Some(encode_frame(true, CLOSE, &payload, mask)),
+                _ => None,
+            };
+            if let Some(reply) = reply {
+                let _ = pipe.write_all(&reply).await;
+            }
+        }
+        match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The frame at the front of `buf`: opcode, unmasked payload, bytes used.
+fn frame_at(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    let (b0, b1) = (*buf.first()?, *buf.get(1)?);
+    let (len, mut at) = match b1 & 0x7f {
+        126 => (usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])), 4),
+        127 => (usize::try_from(u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?)).ok()?, 10),
+        n => (usize::from(n), 2),
+    };
+    let key = if b1 & 0x80 != 0 {
+        let k: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
+        at += 4;
+        Some(k)
+    } else {
+        None
+    };
+    let mut payload = buf.get(at..at.checked_add(len)?)?.to_vec();
+    if let Some(k) = key {
+        payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= k[i % 4]);
+    }
+    Some((b0 & 0x0f, payload, at + len))
+}
+
+async fn one_session(flags: u8, deflate: bool, payload: &[u8]) {
     let both = flags & 2 != 0;
     let fuzz_upstream = flags & 1 != 0;
     let keepalive = flags & 4 != 0;
@@ -115,8 +174,10 @@ async fn one_session(flags: u8, payload: &[u8]) {
     let (c_proxy, c_peer) = tokio::io::duplex(16 * 1024);
     let (u_proxy, u_peer) = tokio::io::duplex(16 * 1024);
     // In-memory pipes are legs like any socket (`wspulse::conn::Conn`).
-    let client = Box::new(WsStream::new(c_proxy, Role::Server, limits, &[]));
-    let upstream = Box::new(WsStream::new(u_proxy, Role::Client, limits, &[]));
+    let mut client = Box::new(WsStream::new(c_proxy, Role::Server, limits, &[]));
+    let mut upstream = Box::new(WsStream::new(u_proxy, Role::Client, limits, &[]));
+    client.set_deflate(deflate);
+    upstream.set_deflate(deflate);
     let guard = metrics.open_session(metrics.route(None), SessionInfo::default());
     let config = SessionConfig {
         keepalive_interval: if keepalive {
@@ -148,16 +209,25 @@ async fn one_session(flags: u8, payload: &[u8]) {
     };
     let client_peer = match client_bytes.clone() {
         Some(b) => tokio::spawn(hostile_peer(c_peer, b, chunk, hold)),
+        None if deflate => tokio::spawn(lenient_peer(c_peer, PeerRole::Client)),
         None => tokio::spawn(good_peer(c_peer, PeerRole::Client)),
     };
     let upstream_peer = match upstream_bytes.clone() {
         Some(b) => tokio::spawn(hostile_peer(u_peer, b, chunk, hold)),
+        None if deflate => tokio::spawn(lenient_peer(u_peer, PeerRole::Server)),
         None => tokio::spawn(good_peer(u_peer, PeerRole::Server)),
     };
     if drain_after {
         // Let the bytes in first: every task is idle before time moves.
         tokio::time::sleep(Duration::from_millis(1)).await;
         drain.start(1);
+        // The server cuts what is left at `shutdown.drain_timeout` (10 s by
+        // default); without it a drain waits for peers that never answer.
+        let cut = drain.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            cut.cut();
+        });
     }
 
     let closure = tokio::time::timeout(Duration::from_secs(600), run)

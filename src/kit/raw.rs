@@ -107,6 +107,9 @@ pub enum RawError {
 pub struct RawFrame {
     /// The FIN bit.
     pub fin: bool,
+    /// RSV1..RSV3, as the low three bits (RSV1 = 4: permessage-deflate's
+    /// "compressed").
+    pub rsv: u8,
     /// The opcode ([`opcode`]).
     pub opcode: u8,
     /// The payload.
@@ -379,6 +382,7 @@ impl RawPeer {
         self.buf.drain(..at + len);
         Ok(Some(RawFrame {
             fin: b0 & 0x80 != 0,
+            rsv: (b0 >> 4) & 0x07,
             opcode: b0 & 0x0f,
             payload,
         }))
@@ -434,6 +438,12 @@ impl RawUpstream {
     /// Accept one connection and answer its upgrade with 101. Returns the
     /// leg (an upstream peer) and the request head the proxy sent.
     pub async fn accept(&self) -> Result<(RawPeer, String), RawError> {
+        self.accept_with("").await
+    }
+
+    /// [`Self::accept`], with `extra` header lines (each ending in `\r\n`)
+    /// in the 101: an extension answer, say.
+    pub async fn accept_with(&self, extra: &str) -> Result<(RawPeer, String), RawError> {
         bounded("upgrade request from the proxy", async {
             let (tcp, _) = self.listener.accept().await.map_err(io("accept"))?;
             let mut peer = RawPeer::new(tcp, Role::Server);
@@ -452,7 +462,9 @@ impl RawUpstream {
                 Connection: Upgrade\r\nSec-WebSocket-Accept: "
                 .to_vec();
             response.extend_from_slice(&accept);
-            response.extend_from_slice(b"\r\n\r\n");
+            response.extend_from_slice(b"\r\n");
+            response.extend_from_slice(extra.as_bytes());
+            response.extend_from_slice(b"\r\n");
             peer.write(&response).await?;
             Ok((peer, head))
         })

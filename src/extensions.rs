@@ -36,9 +36,12 @@ fn elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|e| !e.is_empty())
 }
 
+/// One extension parameter: its name, and its value if it has one.
+type Param<'a> = (&'a [u8], Option<&'a [u8]>);
+
 /// An element's name and its parameters (`name` or `name=value`, the value
 /// unquoted), all trimmed.
-fn parts(element: &[u8]) -> (&[u8], impl Iterator<Item = (&[u8], Option<&[u8]>)>) {
+fn parts(element: &[u8]) -> (&[u8], impl Iterator<Item = Param<'_>>) {
     let mut it = element.split(|&b| b == b';').map(<[u8]>::trim_ascii);
     let name = it.next().unwrap_or_default();
     let params = it

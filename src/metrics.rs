@@ -600,12 +600,17 @@ mod tests {
     use crate::closure::{TerminalEvent, classify};
     use crate::ws;
 
-    fn value(text: &str, line_prefix: &str) -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN)
+    /// The value of the series `name` with exactly `labels` (as the
+    /// explain parser reads them).
+    fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let samples = crate::explain::prom::parse(text);
+        let mut found = samples
+            .iter()
+            .filter(|s| s.name == name && s.labels.len() == labels.len() && s.has_labels(labels));
+        match (found.next(), found.next()) {
+            (Some(s), None) => s.value,
+            _ => f64::NAN,
+        }
     }
 
     #[test]
@@ -626,28 +631,25 @@ mod tests {
         g1.finish(end(LegId::Upstream));
         drop(g1);
         let text = m.encode();
-        assert_eq!(
-            value(&text, "wspulse_connections_opened_total{route=\"default\"}"),
-            2.0
-        );
-        assert_eq!(value(&text, "wspulse_connections_active"), 1.0);
-        assert_eq!(
+        let closed = |side| {
             value(
                 &text,
-                "wspulse_connections_closed_total{cause=\"eof\",code=\"1006\",route=\"default\",side=\"client\"}"
-            ),
-            1.0
-        );
-        assert_eq!(
-            value(
-                &text,
-                "wspulse_connections_closed_total{cause=\"eof\",code=\"1006\",route=\"default\",side=\"upstream\"}"
-            ),
-            0.0
-        );
+                names::CLOSED,
+                &[
+                    ("cause", "eof"),
+                    ("code", "1006"),
+                    ("route", "default"),
+                    ("side", side),
+                ],
+            )
+        };
+        assert_eq!(value(&text, names::OPENED, &[("route", "default")]), 2.0);
+        assert_eq!(value(&text, names::ACTIVE, &[]), 1.0);
+        assert_eq!(closed("client"), 1.0);
+        assert_eq!(closed("upstream"), 0.0);
         drop(g2);
         let text = m.encode();
-        assert_eq!(value(&text, "wspulse_connections_active"), 0.0);
+        assert_eq!(value(&text, names::ACTIVE, &[]), 0.0);
         assert!(
             text.contains("cause=\"internal\",code=\"1006\",route=\"default\",side=\"proxy\"} 1")
         );

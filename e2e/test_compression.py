@@ -147,18 +147,25 @@ def test_limits_apply_to_the_bytes_on_the_wire():
 
 @pytest.mark.slow
 def test_autobahn_compression_cases_same_verdicts_direct_and_through_wspulse():
-    """Autobahn 12.* and 13.* (permessage-deflate, every parameter) against a
-    compressing Python websockets echo server, directly and through wspulse:
-    the same verdict and close code for every case, and none fails."""
+    """Autobahn 12.* and 13.* (permessage-deflate, every parameter; messages
+    up to 64 KiB) against a compressing Python websockets echo server,
+    directly and through wspulse: the same verdict and close code for every
+    case, and none fails."""
     ok, why = kosoku_ok()
     harness.need(ok, why)
     up, port = upstream(PY + ["server"], "py-deflate-echo")
     proxy = harness.Wspulse(f"ws://127.0.0.1:{port}")
     out = Path(os.environ["E2E_LOGS"]) / f"kosoku-deflate-{port}"
     include = ["12.*", "13.*"]
-    direct = run_kosoku(f"127.0.0.1:{port}", out / "direct", include=include)
-    via = run_kosoku(f"127.0.0.1:{proxy.port}", out / "via-wspulse", include=include)
-    assert set(direct) == set(via) and len(via) > 200, (len(direct), len(via))
+    # Sizes 10-18 (128 KiB to 16 MiB, 1,000 messages each) take most of the
+    # nine minutes the whole set takes here, and kosoku fails a case that
+    # is merely slow: on a shared machine their verdict measures the
+    # machine. E2E_AUTOBAHN_FULL=1 runs them too.
+    exclude = [] if os.environ.get("E2E_AUTOBAHN_FULL") == "1" else ["12.*.1?", "13.*.1?"]
+    direct = run_kosoku(f"127.0.0.1:{port}", out / "direct", include=include, exclude=exclude)
+    via = run_kosoku(f"127.0.0.1:{proxy.port}", out / "via-wspulse", include=include,
+                     exclude=exclude)
+    assert set(direct) == set(via) and len(via) >= 108, (len(direct), len(via))
     problems = []
     for case in sorted(via, key=case_key):
         d, v = verdict(direct[case]), verdict(via[case])

@@ -66,12 +66,13 @@ def kosoku_ok() -> tuple[bool, str]:
     return True, ""
 
 
-def run_kosoku(target: str, outdir: Path, include: list[str] | None = None) -> dict[str, dict]:
-    """Run kosoku against `target`: every case but EXCLUDE, or only `include`."""
+def run_kosoku(target: str, outdir: Path, include: list[str] | None = None,
+               exclude: list[str] | None = None) -> dict[str, dict]:
+    """Run kosoku against `target`: every case but EXCLUDE, or `include` but `exclude`."""
     argv = ["kosoku", "-p", "2", "-o", str(outdir)]
     for x in include or []:
         argv += ["-i", x]
-    for x in [] if include else EXCLUDE:
+    for x in (exclude or []) if include else EXCLUDE:
         argv += ["-x", x]
     argv.append(target)
     t0 = time.monotonic()

@@ -76,6 +76,7 @@ def run_kosoku(target: str, outdir: Path, include: list[str] | None = None,
         argv += ["-x", x]
     argv.append(target)
     t0 = time.monotonic()
+    outdir.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        timeout=2 * KOSOKU_TIMEOUT if include else KOSOKU_TIMEOUT, text=True)
     (outdir / "kosoku.log").write_text(r.stdout)

@@ -758,8 +758,8 @@ async fn connection_flood_beyond_max_connections_gets_503() {
 /// `Host` naming another listener still reach the configured echo
 /// upstream, which sees the path and query only and its own Host; the other
 /// listener is never dialed. Hop-by-hop headers (Connection and what it
-/// names, Keep-Alive, Proxy-*, TE) and Sec-WebSocket-Extensions are
-/// dropped; a client's X-Forwarded-For is appended to, its
+/// names, Keep-Alive, Proxy-*, TE) are dropped, and of the extensions
+/// offered only permessage-deflate goes on (compression passthrough); a client's X-Forwarded-For is appended to, its
 /// X-Forwarded-Proto/-Host are replaced. The session then relays.
 #[tokio::test]
 async fn upstream_is_fixed_by_config_whatever_the_client_sends() {
@@ -778,7 +778,8 @@ async fn upstream_is_fixed_by_config_whatever_the_client_sends() {
              X-Forwarded-Host: spoofed.example\r\nX-Secret-Hop: 1\r\n\
              Keep-Alive: timeout=5\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\n\
              Proxy-Connection: keep-alive\r\nTE: trailers\r\n\
-             Sec-WebSocket-Extensions: permessage-deflate\r\nCookie: a=1\r\n\r\n"
+             Sec-WebSocket-Extensions: x-webkit-deflate-frame, permessage-deflate\r\n\
+             Cookie: a=1\r\n\r\n"
         )
     };
     let cases = [
@@ -807,7 +808,7 @@ async fn upstream_is_fixed_by_config_whatever_the_client_sends() {
         let lower = head.to_ascii_lowercase();
         assert!(
             !lower.contains("sec-websocket-extensions"),
-            "{name}: extension accepted"
+            "{name}: the echo upstream declines permessage-deflate, so none is accepted"
         );
         let seen = echo.requests().pop().unwrap();
         assert_eq!(seen.uri, *path, "{name}");
@@ -829,13 +830,17 @@ async fn upstream_is_fixed_by_config_whatever_the_client_sends() {
         );
         assert_eq!(seen.header("cookie"), Some("a=1"), "{name}");
         assert_eq!(seen.header("connection"), Some("Upgrade"), "{name}");
+        assert_eq!(
+            seen.header("sec-websocket-extensions"),
+            Some("permessage-deflate"),
+            "{name}: only the permessage-deflate offer goes on"
+        );
         for gone in [
             "x-secret-hop",
             "keep-alive",
             "proxy-authorization",
             "proxy-connection",
             "te",
-            "sec-websocket-extensions",
         ] {
             assert!(seen.header(gone).is_none(), "{name}: {gone} forwarded");
         }

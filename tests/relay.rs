@@ -380,7 +380,11 @@ async fn handshake_forwards_path_headers_and_subprotocol() {
         seen.header("x-forwarded-host"),
         Some(proxy.addr.to_string().as_str())
     );
-    assert!(seen.header("sec-websocket-extensions").is_none());
+    // The offer goes on (compression passthrough); this upstream declines it.
+    assert_eq!(
+        seen.header("sec-websocket-extensions"),
+        Some("permessage-deflate")
+    );
     ws.close(None).await.unwrap();
     proxy.wait_ended(1).await;
     proxy.finish().await;

@@ -31,6 +31,8 @@
 //! - [`closure`]: pure classification of how a session ended (the case
 //!   table is [`closure::classify`]'s doc comment); [`closure::LegId`].
 //! - [`keepalive`]: the proxy's ping/pong schedule and RTT, no I/O.
+//! - [`clients`]: client identities (hashed), their last endings and open
+//!   sessions in a bounded LRU, the handshake token bucket.
 //! - [`record`]: what a session was and did (its info, running stats, the
 //!   `/closures` record), handed over when it ends.
 //! - [`recent`]: the ring of recent closures behind `/closures`.
@@ -43,6 +45,8 @@
 //! - [`resolver`]: the upstream's addresses, resolved once and refreshed in
 //!   the background.
 //! - [`upstream`]: dialing the upstream, header forwarding, failure statuses.
+//! - [`admission`]: who may open a session: the client's identity, its
+//!   reconnect delay, and the admission limits (503 + `Retry-After`).
 //! - [`listener`]: accept loop and HTTP upgrade; one task per session.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/closures`, `/drain`.
 //! - [`server`]: binds the listeners, runs the proxy, drains on shutdown;
@@ -66,6 +70,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admission;
+pub mod clients;
 pub mod clock;
 pub mod closure;
 pub mod config;

@@ -23,11 +23,14 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::admission::{Admission, Refusal, Ticket};
+use crate::clients::EndClass;
+use crate::closure::{Closure, Side};
 use crate::config::{Route, Settings};
 use crate::conn;
 use crate::extensions;
 use crate::head::{self, Fields, Spans};
-use crate::metrics::{Metrics, RouteId};
+use crate::metrics::{AdmissionReason, Metrics, RouteId};
 use crate::protocol::Role;
 use crate::record::SessionInfo;
 use crate::resolver::Resolver;
@@ -58,6 +61,8 @@ pub(crate) struct Shared {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The upstream's addresses, shared by every dial.
     pub resolver: Arc<Resolver>,
+    /// Client identities, reconnect tracking and the admission limits.
+    pub admission: Admission,
     routes: Vec<(usize, Route)>,
 }
 
@@ -92,6 +97,7 @@ impl Shared {
         Shared {
             tls,
             resolver,
+            admission: Admission::new(&settings, metrics.clone()),
             sessions: Arc::new(Semaphore::new(settings.limits.max_connections)),
             rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
             settings,
@@ -165,24 +171,28 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>)
         route,
         info,
         permit,
+        mut ticket,
     } = accepted;
-    run_session(client, upstream, route, info, &shared).await;
+    let closure = run_session(client, upstream, route, info, &shared).await;
+    ticket.session_ended(&closure);
     drop(permit);
 }
 
 /// A client whose upgrade succeeded: both legs, ready to relay.
-struct Accepted {
+struct Accepted<'a> {
     client: Box<WsStream>,
     upstream: Box<WsStream>,
     route: RouteId,
     info: SessionInfo,
     /// The `max_connections` slot, held until the session ends.
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Its place in admission: told how the session ended.
+    ticket: Ticket<'a>,
 }
 
 /// Read the client's request, dial the upstream and answer 101, or answer
 /// the refusal and close (`None`).
-async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Accepted> {
+async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Accepted<'_>> {
     conn::tune_accepted(&tcp);
     let permit = shared.sessions.clone().try_acquire_owned().ok();
     // Over the limit: answer 503 while few are waiting, else drop the TCP.
@@ -191,6 +201,9 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
             Ok(p) => Some(p),
             Err(_) => {
                 shared.metrics.rejection(503);
+                shared
+                    .metrics
+                    .admission_rejected(AdmissionReason::MaxConnections);
                 debug!(%peer, status = 503, "over max_connections, dropped unanswered");
                 return None;
             }
@@ -230,14 +243,17 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
         refuse(tcp, plain_response(status, body)).await;
         return None;
     }
-    let Some(permit) = permit else {
+    let mut ticket = shared
+        .admission
+        .arrive(&req.headers, &req.path_and_query, peer.ip());
+    if let Err(refusal) = ticket.admit(permit.is_some()) {
         m.rejection(503);
-        debug!(%peer, status = 503, "over max_connections");
-        let r = plain_response(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
-        refuse(tcp, r).await;
+        debug!(%peer, status = 503, reason = refusal.reason.as_str(), "admission limit");
+        refuse(tcp, refusal_response(refusal)).await;
         return None;
-    };
+    }
     if shared.drain.is_draining() {
+        ticket.end(EndClass::Rejected, Side::Proxy);
         m.rejection(503);
         debug!(%peer, status = 503, "draining");
         let r = plain_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
@@ -275,6 +291,7 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
                     info!(upstream = %s.upstream.url, %peer, path, status = status.as_u16(), "upstream rejected handshake");
                 }
             }
+            ticket.end(EndClass::Rejected, Side::Upstream);
             refuse(tcp, rejection_response(e, status)).await;
             return None;
         }
@@ -308,8 +325,11 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
             client_addr: Some(peer),
             path,
             compression,
+            client_key: ticket.key(),
+            reconnect_after: ticket.reconnect().map(|r| r.after),
         },
         permit,
+        ticket,
     })
 }
 
@@ -445,6 +465,23 @@ fn response(status: StatusCode, content_type: Option<&[u8]>, extra: &str, body: 
     r
 }
 
+/// A 503 from an admission limit, with a `Retry-After` jittered so that
+/// the clients refused together do not come back together.
+fn refusal_response(refusal: Refusal) -> Vec<u8> {
+    let body: &[u8] = match refusal.reason {
+        AdmissionReason::Rate => b"too many new connections, retry later\n",
+        AdmissionReason::PerClient => b"too many connections from this client\n",
+        AdmissionReason::MaxConnections => b"too many connections\n",
+    };
+    let extra = format!("retry-after: {}\r\n", refusal.retry_after);
+    response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Some(b"text/plain; charset=utf-8"),
+        &extra,
+        body,
+    )
+}
+
 fn plain_response(status: StatusCode, body: &'static str) -> Vec<u8> {
     // A 426 names the version wspulse speaks (RFC 6455 §4.4).
     let extra = if status == StatusCode::UPGRADE_REQUIRED {
@@ -529,7 +566,7 @@ async fn run_session(
     route: RouteId,
     info: SessionInfo,
     shared: &Shared,
-) {
+) -> Closure {
     let peer = info.client_addr;
     let compression = info.compression;
     // Only the log line below needs the path after the guard takes it.
@@ -556,6 +593,7 @@ async fn run_session(
         compression,
         "session ended"
     );
+    closure
 }
 
 /// The client's copy of an upstream failure: the upstream's own status and

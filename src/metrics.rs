@@ -19,6 +19,7 @@ use prometheus::{
 };
 use tokio::time::Instant;
 
+use crate::clients::EndClass;
 use crate::closure::{Cause, Closure, LegId, Side};
 use crate::recent::RecentClosures;
 use crate::record::{ClosureRecord, Direction, SessionEnd, SessionInfo, SessionStats};
@@ -51,7 +52,50 @@ pub mod names {
     pub const COMPRESSED_SESSIONS: &str = "wspulse_compressed_sessions_total";
     /// Compressed data messages relayed (RSV1), by direction.
     pub const COMPRESSED_MESSAGES: &str = "wspulse_compressed_messages_total";
+    /// Time from a client's previous ending to its next upgrade request,
+    /// by how that ending went (`class`, `side`).
+    pub const RECONNECT_DELAY: &str = "wspulse_reconnect_delay_seconds";
+    /// Client identities remembered now.
+    pub const CLIENTS_TRACKED: &str = "wspulse_clients_tracked";
+    /// Upgrade requests refused by an admission limit, by `reason`.
+    pub const ADMISSION_REJECTIONS: &str = "wspulse_admission_rejections_total";
 }
+
+/// Which admission limit refused a client: the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmissionReason {
+    /// `limits.max_handshakes_per_second`.
+    Rate,
+    /// `limits.max_connections_per_client`.
+    PerClient,
+    /// `limits.max_connections`.
+    MaxConnections,
+}
+
+impl AdmissionReason {
+    /// Every reason, in label order.
+    pub const ALL: [AdmissionReason; 3] = [
+        AdmissionReason::Rate,
+        AdmissionReason::PerClient,
+        AdmissionReason::MaxConnections,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdmissionReason::Rate => "rate",
+            AdmissionReason::PerClient => "per_client",
+            AdmissionReason::MaxConnections => "max_connections",
+        }
+    }
+}
+
+/// Reconnect-delay buckets, seconds: dense below 1 s, where a client
+/// without backoff shows, then out to `clients.remember`'s default.
+pub const RECONNECT_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    600.0,
+];
 
 /// Why an upstream dial failed: the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +185,11 @@ struct Inner {
     messages: [IntCounter; 2],
     bytes: [IntCounter; 2],
     compressed_messages: [IntCounter; 2],
+    /// By `EndClass` (clean, abnormal, rejected), then side (client,
+    /// upstream, proxy).
+    reconnect: [[Histogram; 3]; 3],
+    clients_tracked: IntGauge,
+    admission: [IntCounter; 3],
     connect_failures: IntCounterVec,
     rejections: IntCounterVec,
     drain_closed: IntCounter,
@@ -232,6 +281,25 @@ impl Metrics {
             ),
             &["direction"],
         )?;
+        let reconnect = HistogramVec::new(
+            HistogramOpts::new(
+                names::RECONNECT_DELAY,
+                "Seconds from a client's previous ending to its next upgrade request, by how that ending went.",
+            )
+            .buckets(RECONNECT_BUCKETS.to_vec()),
+            &["class", "side"],
+        )?;
+        let clients_tracked = IntGauge::new(
+            names::CLIENTS_TRACKED,
+            "Client identities remembered for reconnect tracking.",
+        )?;
+        let admission = IntCounterVec::new(
+            Opts::new(
+                names::ADMISSION_REJECTIONS,
+                "Upgrade requests refused (503) by an admission limit.",
+            ),
+            &["reason"],
+        )?;
         let connect_failures = IntCounterVec::new(
             Opts::new(names::CONNECT_FAILURES, "Upstream dials that failed."),
             &["reason"],
@@ -260,6 +328,9 @@ impl Metrics {
         registry.register(Box::new(bytes.clone()))?;
         registry.register(Box::new(compressed_sessions.clone()))?;
         registry.register(Box::new(compressed_messages.clone()))?;
+        registry.register(Box::new(reconnect.clone()))?;
+        registry.register(Box::new(clients_tracked.clone()))?;
+        registry.register(Box::new(admission.clone()))?;
         registry.register(Box::new(connect_failures.clone()))?;
         registry.register(Box::new(rejections.clone()))?;
         registry.register(Box::new(drain.clone()))?;
@@ -323,6 +394,12 @@ impl Metrics {
                 compressed_messages.with_label_values(&[d(Direction::ClientToUpstream)]),
                 compressed_messages.with_label_values(&[d(Direction::UpstreamToClient)]),
             ],
+            reconnect: [EndClass::Clean, EndClass::Abnormal, EndClass::Rejected].map(|class| {
+                [Side::Client, Side::Upstream, Side::Proxy]
+                    .map(|side| reconnect.with_label_values(&[class.as_str(), side.as_str()]))
+            }),
+            clients_tracked,
+            admission: AdmissionReason::ALL.map(|r| admission.with_label_values(&[r.as_str()])),
             closed,
             connect_failures,
             rejections,
@@ -392,6 +469,24 @@ impl Metrics {
             .rejections
             .with_label_values(&[&status.to_string()])
             .inc();
+    }
+
+    /// Observe a client's reconnect delay: `seconds` since its previous
+    /// ending, which went `class` and was `side`'s doing.
+    pub fn reconnect(&self, class: EndClass, side: Side, seconds: f64) {
+        self.inner.reconnect[class as usize][side as usize].observe(seconds);
+    }
+
+    /// Client identities remembered now.
+    pub fn clients_tracked(&self, n: usize) {
+        self.inner
+            .clients_tracked
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Count an upgrade refused by an admission limit.
+    pub fn admission_rejected(&self, reason: AdmissionReason) {
+        self.inner.admission[reason as usize].inc();
     }
 
     /// Count a session ended by a drain.
@@ -673,6 +768,9 @@ mod tests {
             names::IDLE_BEFORE_CLOSE,
             names::COMPRESSED_SESSIONS,
             names::COMPRESSED_MESSAGES,
+            names::RECONNECT_DELAY,
+            names::CLIENTS_TRACKED,
+            names::ADMISSION_REJECTIONS,
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::clients::ClientKey;
 use crate::closure::{Closure, LegId};
 
 /// `direction` label values.
@@ -51,6 +52,10 @@ pub struct SessionInfo {
     /// The extension negotiated end to end: `"permessage-deflate"`, or
     /// `None` (`null` in `/closures`).
     pub compression: Option<&'static str>,
+    /// The client's hashed identity, when tracking is on.
+    pub client_key: Option<ClientKey>,
+    /// Time from the client's previous ending to this upgrade request.
+    pub reconnect_after: Option<std::time::Duration>,
 }
 
 /// The session's running counters, kept by the session itself (one owner,
@@ -149,6 +154,12 @@ pub struct ClosureRecord {
     pub path: String,
     /// `"permessage-deflate"` when negotiated end to end, else `null`.
     pub compression: Option<&'static str>,
+    /// Short hash of the client's identity (`clients.identity`), to follow
+    /// one client's sessions; `null` when tracking is off.
+    pub client_key: Option<String>,
+    /// Seconds from this client's previous ending to this session's
+    /// upgrade request; `null` for a client seen for the first time.
+    pub reconnect_after_s: Option<f64>,
     /// Data messages client → upstream.
     pub messages_client_to_upstream: u64,
     /// Data messages upstream → client.
@@ -192,6 +203,8 @@ impl ClosureRecord {
             client_addr: info.client_addr,
             path: info.path,
             compression: info.compression,
+            client_key: info.client_key.map(ClientKey::short),
+            reconnect_after_s: info.reconnect_after.map(|d| d.as_secs_f64()),
             messages_client_to_upstream: stats.messages_c2u,
             messages_upstream_to_client: stats.messages_u2c,
             bytes_client_to_upstream: stats.bytes_c2u,
@@ -250,6 +263,8 @@ pub(crate) mod tests {
             "route",
             "client_addr",
             "compression",
+            "client_key",
+            "reconnect_after_s",
             "bytes_client_to_upstream",
             "messages_upstream_to_client",
             "last_rtt_upstream_s",

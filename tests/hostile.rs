@@ -896,11 +896,20 @@ fn assert_labels_bounded(text: &str, poison: &[&str]) {
                 "side" => ["client", "upstream", "proxy"].contains(&v.as_str()),
                 "cause" => CAUSES.contains(&v.as_str()),
                 "route" => v == "default",
-                "class" => ["clean", "abnormal"].contains(&v.as_str()),
+                "class" => ["clean", "abnormal", "rejected"].contains(&v.as_str()),
                 "direction" => ["client_to_upstream", "upstream_to_client"].contains(&v.as_str()),
-                "reason" => {
-                    ["refused", "timeout", "dns", "tls", "protocol", "other"].contains(&v.as_str())
-                }
+                "reason" => [
+                    "refused",
+                    "timeout",
+                    "dns",
+                    "tls",
+                    "protocol",
+                    "other",
+                    "rate",
+                    "per_client",
+                    "max_connections",
+                ]
+                .contains(&v.as_str()),
                 "status" => v.len() == 3 && v.parse::<u16>().is_ok(),
                 "outcome" => ["closed", "cut"].contains(&v.as_str()),
                 "le" => v == "+Inf" || v.parse::<f64>().is_ok(),

@@ -252,6 +252,30 @@ pub(super) const KEYS: &[Key] = &[
         rule: None,
     },
     Key {
+        name: "limits.max_handshakes_per_second",
+        doc: "upgrades admitted per second (burst: one second's worth); beyond: 503 + Retry-After; 0 = unlimited",
+        parse: |s, f| {
+            s.limits.max_handshakes_per_second =
+                u32::try_from(f.count(0)?).map_err(|_| "too large".to_string())?;
+            Ok(())
+        },
+        show: |s| s.limits.max_handshakes_per_second.to_string(),
+        follow: None,
+        rule: None,
+    },
+    Key {
+        name: "limits.max_connections_per_client",
+        doc: "sessions one client (clients.identity) may hold; beyond: 503 + Retry-After; 0 = unlimited",
+        parse: |s, f| {
+            s.limits.max_connections_per_client =
+                u32::try_from(f.count(0)?).map_err(|_| "too large".to_string())?;
+            Ok(())
+        },
+        show: |s| s.limits.max_connections_per_client.to_string(),
+        follow: None,
+        rule: None,
+    },
+    Key {
         name: "compression.mode",
         doc: r#""passthrough": permessage-deflate negotiated end to end, relayed compressed | "off": stripped"#,
         parse: |s, f| {
@@ -259,6 +283,39 @@ pub(super) const KEYS: &[Key] = &[
             Ok(())
         },
         show: |s| quote(s.compression.mode.as_str()),
+        follow: None,
+        rule: None,
+    },
+    Key {
+        name: "clients.identity",
+        doc: r#"what identifies a client: "ip" | "header:NAME" | "cookie:NAME" | "query:NAME" (hashed, never stored raw)"#,
+        parse: |s, f| {
+            s.clients.identity = f.string()?.parse()?;
+            Ok(())
+        },
+        show: |s| quote(&s.clients.identity.to_string()),
+        follow: None,
+        rule: None,
+    },
+    Key {
+        name: "clients.track",
+        doc: "client identities remembered (memory bound); 0 turns reconnect tracking and the per-client cap off",
+        parse: |s, f| {
+            s.clients.track = f.count(0)?;
+            Ok(())
+        },
+        show: |s| s.clients.track.to_string(),
+        follow: None,
+        rule: None,
+    },
+    Key {
+        name: "clients.remember",
+        doc: "how long a client's last ending is remembered for its reconnect delay",
+        parse: |s, f| {
+            s.clients.remember = f.duration()?;
+            Ok(())
+        },
+        show: |s| duration_value(s.clients.remember),
         follow: None,
         rule: None,
     },

@@ -57,6 +57,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// WebSocket compression across the proxy.
     pub compression: CompressionSettings,
+    /// How clients come back: identity and tracking.
+    pub clients: ClientSettings,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/closures`).
     pub admin: AdminSettings,
     /// Graceful drain on SIGTERM/SIGINT.
@@ -130,6 +132,37 @@ pub struct LimitSettings {
     pub handshake_timeout: Duration,
     /// Concurrent sessions; beyond it new clients get HTTP 503 (10000).
     pub max_connections: usize,
+    /// Upgrade requests admitted per second, a token bucket with a burst of
+    /// one second's worth; beyond: 503 with `Retry-After` (0: unlimited).
+    pub max_handshakes_per_second: u32,
+    /// Sessions one client identity may hold; beyond: 503 (0: unlimited).
+    pub max_connections_per_client: u32,
+}
+
+/// `[clients]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientSettings {
+    /// What identifies a client (default its address).
+    pub identity: ClientIdentity,
+    /// Client identities remembered at most (0: the feature is off).
+    pub track: usize,
+    /// How long a client's last ending is remembered.
+    pub remember: Duration,
+}
+
+/// `clients.identity`: where a client's identity is read from. A request
+/// that lacks the named header, cookie or parameter is identified by its
+/// address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// The client's address (`"ip"`).
+    Ip,
+    /// A request header (`"header:NAME"`), compared case-insensitively.
+    Header(String),
+    /// A cookie (`"cookie:NAME"`).
+    Cookie(String),
+    /// A query parameter (`"query:NAME"`).
+    Query(String),
 }
 
 /// `[admin]`
@@ -198,6 +231,8 @@ impl Default for Settings {
                 max_frame_size: 16 * MIB,
                 handshake_timeout: secs(10),
                 max_connections: 10_000,
+                max_handshakes_per_second: 0,
+                max_connections_per_client: 0,
             },
             admin: AdminSettings {
                 addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
@@ -210,6 +245,11 @@ impl Default for Settings {
             },
             compression: CompressionSettings {
                 mode: CompressionMode::Passthrough,
+            },
+            clients: ClientSettings {
+                identity: ClientIdentity::Ip,
+                track: 100_000,
+                remember: secs(600),
             },
             log: LogSettings {
                 level: "info".into(),
@@ -246,6 +286,47 @@ impl FromStr for LogFormat {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
             _ => Err(format!(r#"must be "text" or "json", found {s:?}"#)),
+        }
+    }
+}
+
+// === impl ClientIdentity ===
+
+impl std::fmt::Display for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientIdentity::Ip => f.write_str("ip"),
+            ClientIdentity::Header(n) => write!(f, "header:{n}"),
+            ClientIdentity::Cookie(n) => write!(f, "cookie:{n}"),
+            ClientIdentity::Query(n) => write!(f, "query:{n}"),
+        }
+    }
+}
+
+impl FromStr for ClientIdentity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let named = |kind: &str, name: &str| {
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if ok {
+                Ok(name.to_string())
+            } else {
+                Err(format!(
+                    "{kind}: needs a name of letters, digits, '-', '_' or '.', found {name:?}"
+                ))
+            }
+        };
+        match s.split_once(':') {
+            None if s == "ip" => Ok(ClientIdentity::Ip),
+            Some(("header", n)) => named("header", n).map(ClientIdentity::Header),
+            Some(("cookie", n)) => named("cookie", n).map(ClientIdentity::Cookie),
+            Some(("query", n)) => named("query", n).map(ClientIdentity::Query),
+            _ => Err(format!(
+                r#"must be "ip", "header:NAME", "cookie:NAME" or "query:NAME", found {s:?}"#
+            )),
         }
     }
 }

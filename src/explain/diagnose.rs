@@ -46,6 +46,47 @@ fn idle_cluster(samples: &[Sample]) -> Option<(f64, f64, f64)> {
 }
 
 /// Build the diagnosis for a `/metrics` text.
+/// The reconnect delays after abnormal endings, summed over sides, as
+/// cumulative buckets: "clients reconnect without backoff" when at least
+/// half of at least five came back within a second.
+fn reconnects_without_backoff(samples: &[Sample]) -> Option<String> {
+    let bucket = format!("{}_bucket", names::RECONNECT_DELAY);
+    let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    for s in samples
+        .iter()
+        .filter(|s| s.name == bucket && s.has_labels(&[("class", "abnormal")]))
+    {
+        let le = match s.labels.get("le").map(String::as_str) {
+            Some("+Inf") => f64::INFINITY,
+            Some(v) => v.parse().ok()?,
+            None => continue,
+        };
+        by_le.entry(le.to_bits()).or_insert((le, 0.0)).1 += s.value;
+    }
+    let mut cumulative: Vec<(f64, f64)> = by_le.into_values().collect();
+    cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = cumulative.last()?.1;
+    let within = cumulative
+        .iter()
+        .filter(|(le, _)| *le <= 1.0)
+        .map(|&(_, n)| n)
+        .fold(0.0, f64::max);
+    if total < 5.0 || within / total < 0.5 {
+        return None;
+    }
+    let p50 = quantile(&cumulative, 0.5)?;
+    let p90 = quantile(&cumulative, 0.9)?;
+    Some(format!(
+        "- {:.0}% of the {total:.0} clients that came back after an abnormal ending did so within 1 s \
+         (p50 about {:.0} ms, p90 about {:.0} ms): clients without backoff, which turn an upstream restart into a \
+         reconnect storm. Give them exponential backoff with jitter, honour close codes 1012/1013 and Retry-After; \
+         spread drains with shutdown.spread and cap storms with limits.max_handshakes_per_second.",
+        100.0 * within / total,
+        p50 * 1000.0,
+        p90 * 1000.0
+    ))
+}
+
 pub fn diagnose(text: &str) -> String {
     let samples = prom::parse(text);
     let mut out = String::new();
@@ -156,7 +197,9 @@ pub fn diagnose(text: &str) -> String {
     {
         let status = s.labels.get("status").map_or("?", String::as_str);
         let why = match status {
-            "503" => "over limits.max_connections or draining",
+            "503" => {
+                "over an admission limit (max_connections, max_connections_per_client, max_handshakes_per_second) or draining"
+            }
             "408" => {
                 "clients that did not finish the upgrade within limits.handshake_timeout (slow or hostile)"
             }
@@ -172,6 +215,10 @@ pub fn diagnose(text: &str) -> String {
             "- {:.0} handshakes refused with {status}: {why}.",
             s.value
         );
+    }
+    if let Some(line) = reconnects_without_backoff(&samples) {
+        findings += 1;
+        let _ = writeln!(out, "{line}");
     }
     for side in ["client", "upstream"] {
         let b = buckets(&samples, names::PING_RTT, ("side", side));
@@ -251,6 +298,26 @@ mod tests {
         );
         assert!(d.contains("7 upstream dials failed (refused 7)"), "{d}");
         assert!(d.contains("upstream crashes, OOM kills or deploys"), "{d}");
+    }
+
+    #[test]
+    fn clients_without_backoff_are_named_with_their_delays() {
+        let text = "wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"client\",le=\"0.1\"} 6\n\
+            wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"client\",le=\"1\"} 8\n\
+            wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"client\",le=\"+Inf\"} 10\n\
+            wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"upstream\",le=\"0.1\"} 2\n\
+            wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"upstream\",le=\"1\"} 2\n\
+            wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"upstream\",le=\"+Inf\"} 2\n";
+        let out = diagnose(text);
+        assert!(
+            out.contains("83% of the 12 clients that came back"),
+            "{out}"
+        );
+        assert!(out.contains("p50 about 75 ms"), "{out}");
+        // With backoff: nothing said.
+        let patient = "wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"client\",le=\"1\"} 1\n\
+            wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"client\",le=\"+Inf\"} 10\n";
+        assert!(!diagnose(patient).contains("without backoff"));
     }
 
     #[test]

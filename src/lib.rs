@@ -15,10 +15,16 @@
 //! - [`conn`]: the byte stream under a leg (TCP, TLS, an in-memory pipe)
 //!   and the socket options wspulse sets.
 //! - [`tls`]: TLS client settings for `wss://` upstreams (roots + `ca_file`).
-//! - [`config`]: TOML + environment → validated [`config::Settings`]; every
-//!   key once, in the table of `config/keys.rs`.
+//! - [`certs`]: the listener's certificate pair from PEM (notAfter, serial),
+//!   its rustls server settings and the live slot a reload swaps.
+//! - [`proxy_header`]: the PROXY protocol v1/v2 header, a pure parser.
 //! - [`head`]: HTTP header fields looked up in the bytes they were read in,
 //!   and the WebSocket handshake's keys.
+//! - [`forwarded`]: the client address from the peer, the trusted proxies
+//!   and their forwarding headers; `X-Forwarded-For`/`-Proto` toward the
+//!   upstream; [`forwarded::Cidr`].
+//! - [`config`]: TOML + environment → validated [`config::Settings`]; every
+//!   key once, in the table of `config/keys.rs`.
 //! - [`clock`]: the per-thread cached time the relay stamps messages with.
 //!
 //! The relay core:
@@ -40,6 +46,8 @@
 //! Serving:
 //! - [`resolver`]: the upstream's addresses, resolved once and refreshed in
 //!   the background.
+//! - [`edge`]: a client connection before its request: the PROXY header,
+//!   TLS with the live certificate, and the certificate's reload.
 //! - [`upstream`]: dialing the upstream, header forwarding, failure statuses.
 //! - [`listener`]: accept loop and HTTP upgrade; one task per session.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/closures`, `/drain`.
@@ -64,18 +72,22 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod certs;
 pub mod clock;
 pub mod closure;
 pub mod config;
 pub mod conn;
 pub mod demo;
+pub mod edge;
 pub mod explain;
+pub mod forwarded;
 pub mod head;
 pub mod keepalive;
 pub mod kit;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
+pub mod proxy_header;
 pub mod recent;
 pub mod record;
 pub mod resolver;

@@ -24,7 +24,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{Route, Settings};
-use crate::conn;
+use crate::conn::{self, Conn};
+use crate::edge::{Edge, Opened};
+use crate::forwarded::Origin;
 use crate::head::{self, Fields, Spans};
 use crate::metrics::{Metrics, RouteId};
 use crate::protocol::Role;
@@ -57,6 +59,8 @@ pub(crate) struct Shared {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The upstream's addresses, shared by every dial.
     pub resolver: Arc<Resolver>,
+    /// PROXY protocol and TLS, before a request is read.
+    pub edge: Edge,
     routes: Vec<(usize, Route)>,
 }
 
@@ -66,6 +70,7 @@ impl Shared {
         metrics: Metrics,
         drain: Drain,
         tracker: TaskTracker,
+        edge: Edge,
     ) -> Shared {
         let limits = limits(&settings);
         let session_config = SessionConfig {
@@ -91,6 +96,7 @@ impl Shared {
         Shared {
             tls,
             resolver,
+            edge,
             sessions: Arc::new(Semaphore::new(settings.limits.max_connections)),
             rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
             settings,
@@ -179,9 +185,10 @@ struct Accepted {
     permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// Read the client's request, dial the upstream and answer 101, or answer
-/// the refusal and close (`None`).
-async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Accepted> {
+/// Take the client through the edge (PROXY header, TLS), read its
+/// request, dial the upstream and answer 101, or answer the refusal and
+/// close (`None`).
+async fn handshake(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Accepted> {
     conn::tune_accepted(&tcp);
     let permit = shared.sessions.clone().try_acquire_owned().ok();
     // Over the limit: answer 503 while few are waiting, else drop the TCP.
@@ -198,11 +205,22 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
         None
     };
     let m = &shared.metrics;
-    let head = tokio::time::timeout(
-        shared.settings.limits.handshake_timeout,
-        read_head(&mut tcp),
-    )
-    .await;
+    // One deadline for the PROXY header, TLS and the request head.
+    let deadline = tokio::time::Instant::now() + shared.settings.limits.handshake_timeout;
+    let (mut tcp, peer) = match shared.edge.open(tcp, peer, deadline, m).await {
+        Opened::Stream(conn, peer) => (conn, peer),
+        Opened::Plaintext(tcp) => {
+            let body = "this port speaks TLS: use https:// or wss://\n";
+            refuse(
+                Conn::Tcp(tcp),
+                plain_response(StatusCode::BAD_REQUEST, body),
+            )
+            .await;
+            return None;
+        }
+        Opened::Closed => return None,
+    };
+    let head = tokio::time::timeout_at(deadline, read_head(&mut tcp)).await;
     let (req, rest) = match head {
         Ok(Ok(Head::Complete(req, rest))) => (req, rest),
         Ok(Ok(Head::Refused(status, body))) => {
@@ -244,10 +262,18 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
         return None;
     }
     let s = &shared.settings;
+    // The client's address, once: the log line, /closures, X-Forwarded-For.
+    let origin = Origin::of(
+        peer,
+        shared.edge.tls(),
+        &s.listen.trusted_proxies,
+        &req.headers,
+    );
+    let peer = origin.client;
     let client_head = upstream::ClientHead {
         path_and_query: &req.path_and_query,
         headers: &req.headers,
-        client_ip: peer.ip(),
+        origin: &origin,
     };
     let dialed = match upstream::dial(
         &s.upstream.url,
@@ -335,7 +361,7 @@ const MAX_HEADERS: usize = 100;
 
 /// Read until `buf` holds a whole request head, parsing as bytes arrive so
 /// that garbage is refused at once rather than at the timeout.
-async fn read_head(tcp: &mut TcpStream) -> io::Result<Head> {
+async fn read_head(tcp: &mut Conn) -> io::Result<Head> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         if buf.len() >= MAX_HEAD_BYTES {
@@ -399,7 +425,7 @@ fn parse_head(buf: &mut Vec<u8>) -> Option<Head> {
 /// Answer `response` and close, reading what the client still sends for a
 /// moment (a lingering close, as nginx does): closing with unread input
 /// would send a reset, and the client could lose the answer.
-async fn refuse(mut tcp: TcpStream, response: Vec<u8>) {
+async fn refuse(mut tcp: Conn, response: Vec<u8>) {
     let answer = async {
         tcp.write_all(&response).await?;
         tcp.shutdown().await?;

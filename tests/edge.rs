@@ -298,6 +298,16 @@ impl TestCa {
         path
     }
 
+    /// Settings for a TLS proxy in front of `upstream`, serving a new leaf
+    /// installed as `tls.crt` and `tls.key`; returns its DER too.
+    fn settings(&self, upstream: &str) -> (wspulse::config::Settings, Vec<u8>) {
+        let (der, cert, key) = self.leaf();
+        let mut s = settings(upstream);
+        s.listen.tls.cert_file = Some(self.install("tls.crt", &cert));
+        s.listen.tls.key_file = Some(self.install("tls.key", &key));
+        (s, der)
+    }
+
     fn connector(&self) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pki_types::CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
@@ -340,24 +350,13 @@ async fn wss(ca: &TestCa, addr: SocketAddr, path: &str) -> (Wss, Vec<u8>) {
     (ws, served)
 }
 
-async fn tls_proxy(ca: &TestCa, echo: &EchoServer) -> (Proxy, Vec<u8>, PathBuf, PathBuf) {
-    let (der, cert, key) = ca.leaf();
-    let mut s = settings(&echo.url());
-    s.listen.tls.cert_file = Some(ca.install("tls.crt", &cert));
-    s.listen.tls.key_file = Some(ca.install("tls.key", &key));
-    s.listen.tls.reload_interval = std::time::Duration::from_millis(50);
-    let (c, k) = (
-        s.listen.tls.cert_file.clone().unwrap(),
-        s.listen.tls.key_file.clone().unwrap(),
-    );
-    (start_proxy(s).await, der, c, k)
-}
-
 #[tokio::test]
 async fn wss_clients_are_served_with_the_configured_certificate() {
     let echo = EchoServer::start().await.unwrap();
     let ca = TestCa::new("serve");
-    let (proxy, der, cert_file, _) = tls_proxy(&ca, &echo).await;
+    let (s, der) = ca.settings(&echo.url());
+    let cert_file = s.listen.tls.cert_file.clone().unwrap();
+    let proxy = start_proxy(s).await;
     let (ws, served) = wss(&ca, proxy.addr, "/secure").await;
     assert_eq!(served, der);
     close(ws, &proxy, 1).await;
@@ -384,11 +383,7 @@ async fn a_plain_listener_exposes_no_tls_metrics() {
 async fn failed_tls_handshakes_are_refused_and_counted() {
     let echo = EchoServer::start().await.unwrap();
     let ca = TestCa::new("refuse");
-    let (der, cert, key) = ca.leaf();
-    let _ = der;
-    let mut s = settings(&echo.url());
-    s.listen.tls.cert_file = Some(ca.install("tls.crt", &cert));
-    s.listen.tls.key_file = Some(ca.install("tls.key", &key));
+    let (mut s, _) = ca.settings(&echo.url());
     s.limits.handshake_timeout = std::time::Duration::from_millis(300);
     let proxy = start_proxy(s).await;
     // Plain HTTP on the TLS port: a 400 that says so.
@@ -426,7 +421,9 @@ async fn failed_tls_handshakes_are_refused_and_counted() {
 async fn a_swapped_certificate_serves_new_sessions_while_old_ones_relay() {
     let echo = EchoServer::start().await.unwrap();
     let ca = TestCa::new("swap");
-    let (proxy, first, _, _) = tls_proxy(&ca, &echo).await;
+    let (mut s, first) = ca.settings(&echo.url());
+    s.listen.tls.reload_interval = std::time::Duration::from_millis(50);
+    let proxy = start_proxy(s).await;
     let (mut old, served) = wss(&ca, proxy.addr, "/old").await;
     assert_eq!(served, first);
 
@@ -475,10 +472,7 @@ async fn a_swapped_certificate_serves_new_sessions_while_old_ones_relay() {
 async fn a_reload_on_request_serves_the_files_as_they_are_now() {
     let echo = EchoServer::start().await.unwrap();
     let ca = TestCa::new("request");
-    let (first, cert, key) = ca.leaf();
-    let mut s = settings(&echo.url());
-    s.listen.tls.cert_file = Some(ca.install("tls.crt", &cert));
-    s.listen.tls.key_file = Some(ca.install("tls.key", &key));
+    let (mut s, first) = ca.settings(&echo.url());
     s.listen.tls.reload_interval = std::time::Duration::ZERO;
     let proxy = start_proxy(s).await;
     let (second, cert, key) = ca.leaf();

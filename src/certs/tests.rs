@@ -1,24 +1,6 @@
 use super::*;
 
-/// A file of its own under the temp dir, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, text: &str) -> TempFile {
-        let path = std::env::temp_dir().join(format!(
-            "wspulse-certs-unit-{}-{name}.pem",
-            std::process::id()
-        ));
-        std::fs::write(&path, text).unwrap();
-        TempFile(path)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use crate::tls::tests::TempFile;
 
 fn pair_pem(name: &str) -> (String, String) {
     let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
@@ -28,7 +10,10 @@ fn pair_pem(name: &str) -> (String, String) {
 #[test]
 fn a_matching_pair_loads_with_its_expiry_and_serial() {
     let (cert, key) = pair_pem("localhost");
-    let (c, k) = (TempFile::new("ok-c", &cert), TempFile::new("ok-k", &key));
+    let (c, k) = (
+        TempFile::new("certs-ok-c", &cert),
+        TempFile::new("certs-ok-k", &key),
+    );
     let pair = load(&c.0, &k.0).unwrap();
     // rcgen's default validity ends in 4096.
     assert!(pair.not_after > 4_000_000_000, "{}", pair.not_after);
@@ -38,8 +23,8 @@ fn a_matching_pair_loads_with_its_expiry_and_serial() {
     assert!(server_config(live.clone()).is_ok());
     let (cert2, key2) = pair_pem("localhost");
     let (c2, k2) = (
-        TempFile::new("ok-c2", &cert2),
-        TempFile::new("ok-k2", &key2),
+        TempFile::new("certs-ok-c2", &cert2),
+        TempFile::new("certs-ok-k2", &key2),
     );
     let next = load(&c2.0, &k2.0).unwrap();
     live.swap(next.clone());
@@ -51,10 +36,10 @@ fn a_matching_pair_loads_with_its_expiry_and_serial() {
 fn each_broken_file_is_named() {
     let (cert, key) = pair_pem("localhost");
     let (_, other_key) = pair_pem("localhost");
-    let c = TempFile::new("c", &cert);
-    let k = TempFile::new("k", &key);
-    let other = TempFile::new("other", &other_key);
-    let junk = TempFile::new("junk", "not PEM at all\n");
+    let c = TempFile::new("certs-c", &cert);
+    let k = TempFile::new("certs-k", &key);
+    let other = TempFile::new("certs-other", &other_key);
+    let junk = TempFile::new("certs-junk", "not PEM at all\n");
     let e = load(&c.0, &other.0).unwrap_err();
     assert!(matches!(e, Error::Mismatch { .. }), "{e}");
     assert!(
@@ -82,7 +67,7 @@ fn each_broken_file_is_named() {
         "{e}"
     );
     let corrupt = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-    let corrupt = TempFile::new("corrupt", corrupt);
+    let corrupt = TempFile::new("certs-corrupt", corrupt);
     let e = load(&corrupt.0, &k.0).unwrap_err();
     assert!(e.to_string().contains("bad certificate"), "{e}");
 }

@@ -27,18 +27,8 @@ fn upgrade_request_line_and_host() {
     );
 }
 
-/// A request head's fields, as the listener keeps them.
 fn fields(lines: &[(&str, &str)]) -> Fields {
-    let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
-    for (k, v) in lines {
-        raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
-    }
-    raw.extend_from_slice(b"\r\n");
-    let mut slots = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut slots);
-    assert!(req.parse(&raw).expect("valid").is_complete());
-    let spans = Spans::of(&raw, req.headers);
-    Fields::new(raw.clone(), spans)
+    crate::head::fields_of(lines)
 }
 
 /// The header lines `forward_headers` writes, parsed back.

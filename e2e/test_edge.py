@@ -2,7 +2,8 @@
 
 - TLS: a CA and ECDSA P-256 leaves made by `openssl` in the test; Python
   `websockets` and Node `ws` clients trust that CA (wss://), the upstream
-  sees X-Forwarded-Proto https; a certificate swapped on disk (rename over)
+  sees X-Forwarded-Proto https; plain HTTP, no shared cipher and an
+  untrusted certificate are refused and counted by reason; a certificate swapped on disk (rename over)
   and one loaded on SIGHUP serve new connections while an old session keeps
   relaying; a broken pair keeps the old one served and is counted.
 - PROXY protocol: a real HAProxy in front (`send-proxy-v2`, `send-proxy`),
@@ -89,7 +90,9 @@ def test_wss_third_party_clients(client_impl, pki, monkeypatch):
     assert not proxy.bad_log_lines()
 
 
-def test_plain_http_on_the_tls_port_is_refused(pki):
+def test_refused_tls_handshakes_are_counted_by_reason(pki):
+    """Plain HTTP on the TLS port, no suite in common, a certificate the
+    client does not trust: each refused and counted under its reason."""
     cert, key = pki.leaf(0x1002)
     up, port = harness.start_upstream("py")
     proxy = harness.Wspulse(f"ws://127.0.0.1:{port}", extra_env=tls_env(pki, cert, key))
@@ -102,9 +105,25 @@ def test_plain_http_on_the_tls_port_is_refused(pki):
             return e.response.status_code
 
     assert run(plain()) == 400
+
+    # A TLS 1.2 client whose only suite wspulse does not offer (RSA key
+    # exchange, CBC): refused, counted as no shared cipher.
+    old_client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old_client.maximum_version = ssl.TLSVersion.TLSv1_2
+    old_client.set_ciphers("AES128-SHA")
+    old_client.load_verify_locations(str(pki.ca))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as raw:
+        with pytest.raises(ssl.SSLError):
+            old_client.wrap_socket(raw, server_hostname="localhost")
+    # A client that does not trust the certificate (the system roots only).
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            ssl.create_default_context().wrap_socket(raw, server_hostname="localhost")
     m = proxy.wait_metric(
-        lambda m: m.sum("wspulse_tls_handshake_failures_total", reason="plaintext") == 1,
-        what="plaintext counted")
+        lambda m: m.sum("wspulse_tls_handshake_failures_total") == 3,
+        what="three failures counted")
+    for reason in ("plaintext", "no_shared_cipher", "bad_certificate"):
+        assert m.sum("wspulse_tls_handshake_failures_total", reason=reason) == 1, (reason, m.text)
     assert m.opened == 0
 
 

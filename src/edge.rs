@@ -327,7 +327,11 @@ async fn read_proxy_header(tcp: &mut TcpStream) -> Result<Source, HeaderError> {
         }
         match proxy_header::parse(&buf[..have + n]) {
             Parsed::Complete { source, len } => {
-                skip(tcp, len - have).await.map_err(HeaderError::Io)?;
+                // `len > have`: the bytes consumed so far were an incomplete
+                // header (the fuzz target holds `parse` to that).
+                skip(tcp, len.saturating_sub(have))
+                    .await
+                    .map_err(HeaderError::Io)?;
                 return Ok(source);
             }
             Parsed::Incomplete => {

@@ -1,5 +1,11 @@
 //! The client-facing side: accept loop, HTTP/1.1 upgrade, one task per session.
 //!
+//! A connection first goes through the edge ([`crate::edge`]: the PROXY
+//! header and TLS, when configured), under the same deadline as its request
+//! head (`limits.handshake_timeout`). The client's address is then worked
+//! out once ([`Origin`]) and used for the log line, `/closures` and the
+//! upstream's `X-Forwarded-For`.
+//!
 //! Each accepted connection carries exactly one request, read and parsed
 //! here (httparse; the request head is all wspulse needs of HTTP, and a
 //! general HTTP server's machinery cost more per session than the rest of

@@ -229,7 +229,9 @@ impl Edge {
 }
 
 impl Tls {
-    /// Load the files again and serve them if they load.
+    /// Load the files again and serve them if they load. The reads block
+    /// the worker for two small files, a few times a day at most: not
+    /// worth a hop to the blocking pool.
     fn reload(&self, why: &str) {
         match certs::load(&self.cert_file, &self.key_file) {
             Ok(pair) => {

@@ -104,10 +104,10 @@ impl Conn {
         Pin::new(self).poll_write(cx, buf)
     }
 
-    /// Send what [`Self::poll_write_last`] wrote, with the FIN. A TLS
-    /// client leg gets its `close_notify` queued, which the flush that
-    /// follows writes: its peer then sees the stream end cleanly, not a
-    /// truncation.
+    /// Send what [`Self::poll_write_last`] wrote, with the FIN. The client
+    /// leg of a TLS listener gets its `close_notify` queued instead, which
+    /// the flush that follows writes: the client then sees the TLS stream
+    /// end cleanly, not truncated.
     pub fn end_write(&mut self) {
         if let Conn::TlsServer(tls) = self {
             tls.get_mut().1.send_close_notify();

@@ -845,6 +845,19 @@ def http_get(url: str, timeout: float = 1.0) -> tuple[int, str]:
         return e.code, e.read().decode("utf-8", "replace")
 
 
+def tls_section(tmp: Path) -> str:
+    """A [listen.tls] section with a self-signed pair made by openssl: the TLS
+    families (certificate expiry, reloads) exist only on a TLS listener."""
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(tmp / "tls.key"),
+                        "-out", str(tmp / "tls.crt"), "-days", "2", "-subj", "/CN=localhost"],
+                       capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        note("openssl could not make a certificate: the TLS families are checked against INTERFACE.md only")
+        return ""
+    return f'\n[listen.tls]\ncert_file = "{tmp / "tls.crt"}"\nkey_file = "{tmp / "tls.key"}"\n'
+
+
 def binary_families(binary: str) -> tuple[dict[str, str], dict[str, set[str]]] | None:
     """Start `wspulse run` on free loopback ports, scrape /metrics, stop it."""
     listen, admin, upstream = free_ports(3)
@@ -856,6 +869,7 @@ def binary_families(binary: str) -> tuple[dict[str, str], dict[str, set[str]]] |
             f'[upstream]\nurl = "ws://127.0.0.1:{upstream}"\n\n'
             f'[admin]\naddr = "127.0.0.1:{admin}"\n\n'
             '[log]\nlevel = "warn"\n'
+            + tls_section(Path(tmp))
         )
         log = (Path(tmp) / "wspulse.log").open("w+")
         proc = subprocess.Popen([binary, "run", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT,

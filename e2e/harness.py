@@ -391,3 +391,56 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+# ---------------------------------------------------------------- certificates (openssl)
+
+def openssl(*args: str, cwd: Path) -> None:
+    r = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, timeout=30)
+    assert r.returncode == 0, f"openssl {' '.join(args)}: {r.stderr.decode()}"
+
+
+class Pki:
+    """A CA of the test's own, and the leaves it signs for localhost."""
+
+    def __init__(self, d: Path):
+        need(shutil.which("openssl") is not None, "openssl not installed")
+        self.dir = d
+        self.ca = d / "ca.crt"
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+                "-subj", "/CN=wspulse e2e CA",
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+        (d / "leaf.ext").write_text(
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+
+    def leaf(self, serial: int) -> tuple[str, str]:
+        """A new key and certificate (serial `serial`), as PEM text."""
+        name = f"leaf-{serial:x}"
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-out", f"{name}.key", cwd=self.dir)
+        openssl("req", "-new", "-key", f"{name}.key", "-subj", "/CN=localhost",
+                "-out", f"{name}.csr", cwd=self.dir)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-set_serial", hex(serial), "-days", "2", "-extfile", "leaf.ext",
+                "-out", f"{name}.crt", cwd=self.dir)
+        return (self.dir / f"{name}.crt").read_text(), (self.dir / f"{name}.key").read_text()
+
+    def install(self, name: str, text: str) -> Path:
+        """Write `name` by renaming a new file over it, as a Secret update does."""
+        path = self.dir / name
+        tmp = self.dir / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return path
+
+    def spki_hash(self, cert_pem: str) -> str:
+        """base64(sha256(SubjectPublicKeyInfo)): what Chromium's SPKI flag takes."""
+        p = self.dir / "spki.crt"
+        p.write_text(cert_pem)
+        cmd = (f"openssl x509 -in {p} -pubkey -noout | openssl pkey -pubin -outform der"
+               " | openssl dgst -sha256 -binary | base64")
+        r = subprocess.run(["bash", "-c", cmd], capture_output=True, timeout=30, check=True)
+        return r.stdout.decode().strip()

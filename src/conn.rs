@@ -2,7 +2,8 @@
 //! sets on it.
 //!
 //! One enum, [`Conn`], over every stream a leg can run on: plain TCP (the
-//! client leg, `ws://` upstreams), TLS over TCP (`wss://` upstreams), and
+//! client leg, `ws://` upstreams), TLS over TCP (`wss://` upstreams, and
+//! the client leg of a TLS listener), and
 //! an in-memory pipe (the session's unit tests and the fuzz target). The
 //! relay has one leg type over it rather than a leg type per stream: the
 //! branch per read or write costs nothing next to the syscall behind it.
@@ -27,12 +28,17 @@ use tokio::net::{TcpListener, TcpStream};
 /// is about a kilobyte, which every plain leg would otherwise carry too.
 pub type TlsClientStream = Box<tokio_rustls::client::TlsStream<TcpStream>>;
 
+/// A TLS session a client opened to the listener. Boxed for the same reason.
+pub type TlsServerStream = Box<tokio_rustls::server::TlsStream<TcpStream>>;
+
 /// The stream under one leg.
 pub enum Conn {
     /// Plain TCP.
     Tcp(TcpStream),
     /// TLS the proxy opened as a client.
     TlsClient(TlsClientStream),
+    /// TLS a client opened to the proxy's listener.
+    TlsServer(TlsServerStream),
     /// An in-memory pipe, for tests and fuzzing.
     Memory(DuplexStream),
 }
@@ -46,6 +52,12 @@ impl From<TcpStream> for Conn {
 impl From<TlsClientStream> for Conn {
     fn from(tls: TlsClientStream) -> Conn {
         Conn::TlsClient(tls)
+    }
+}
+
+impl From<TlsServerStream> for Conn {
+    fn from(tls: TlsServerStream) -> Conn {
+        Conn::TlsServer(tls)
     }
 }
 
@@ -92,8 +104,14 @@ impl Conn {
         Pin::new(self).poll_write(cx, buf)
     }
 
-    /// Send what [`Self::poll_write_last`] wrote, with the FIN.
+    /// Send what [`Self::poll_write_last`] wrote, with the FIN. The client
+    /// leg of a TLS listener gets its `close_notify` queued instead, which
+    /// the flush that follows writes: the client then sees the TLS stream
+    /// end cleanly, not truncated.
     pub fn end_write(&mut self) {
+        if let Conn::TlsServer(tls) = self {
+            tls.get_mut().1.send_close_notify();
+        }
         #[cfg(any(target_os = "linux", target_os = "android"))]
         if let Conn::Tcp(tcp) = self {
             // An error here (the peer reset first) leaves nothing to send.
@@ -108,7 +126,7 @@ impl Conn {
     pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Conn::Tcp(tcp) => tcp.poll_read_ready(cx),
-            Conn::TlsClient(_) | Conn::Memory(_) => Poll::Ready(Ok(())),
+            Conn::TlsClient(_) | Conn::TlsServer(_) | Conn::Memory(_) => Poll::Ready(Ok(())),
         }
     }
 
@@ -118,7 +136,9 @@ impl Conn {
     pub fn write_now(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Conn::Tcp(tcp) => tcp.try_write(buf),
-            Conn::TlsClient(_) | Conn::Memory(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Conn::TlsClient(_) | Conn::TlsServer(_) | Conn::Memory(_) => {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
         }
     }
 }
@@ -132,6 +152,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Conn::TlsClient(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::TlsServer(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -146,6 +167,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Conn::TlsClient(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::TlsServer(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Memory(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
@@ -154,6 +176,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
             Conn::TlsClient(s) => Pin::new(s).poll_flush(cx),
+            Conn::TlsServer(s) => Pin::new(s).poll_flush(cx),
             Conn::Memory(s) => Pin::new(s).poll_flush(cx),
         }
     }
@@ -162,6 +185,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Conn::TlsClient(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::TlsServer(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
     }

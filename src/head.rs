@@ -124,6 +124,22 @@ pub fn new_key() -> [u8; 24] {
     out
 }
 
+/// A request head's fields from `(name, value)` lines, as the listener
+/// keeps them: for the unit tests of the modules that read them.
+#[cfg(test)]
+pub(crate) fn fields_of(lines: &[(&str, &str)]) -> Fields {
+    let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+    for (k, v) in lines {
+        raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    let mut slots = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut slots);
+    assert!(req.parse(&raw).expect("valid").is_complete());
+    let spans = Spans::of(&raw, req.headers);
+    Fields::new(raw.clone(), spans)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,16 @@
 //!   key once, in the table of `config/keys.rs`.
 //! - [`extensions`]: permessage-deflate negotiation as a passthrough: the
 //!   offers that go upstream, whether an answer answers one.
+//! - [`certs`]: the listener's certificate pair from PEM (notAfter, serial),
+//!   its rustls server settings and the live slot a reload swaps.
+//! - [`proxy_header`]: the PROXY protocol v1/v2 header, a pure parser.
 //! - [`head`]: HTTP header fields looked up in the bytes they were read in,
 //!   and the WebSocket handshake's keys.
+//! - [`forwarded`]: the client address from the peer, the trusted proxies
+//!   and their forwarding headers; `X-Forwarded-For`/`-Proto` toward the
+//!   upstream; [`forwarded::Cidr`].
+//! - [`config`]: TOML + environment → validated [`config::Settings`]; every
+//!   key once, in the table of `config/keys.rs`.
 //! - [`clock`]: the per-thread cached time the relay stamps messages with.
 //!
 //! The relay core:
@@ -44,6 +52,8 @@
 //! Serving:
 //! - [`resolver`]: the upstream's addresses, resolved once and refreshed in
 //!   the background.
+//! - [`edge`]: a client connection before its request: the PROXY header,
+//!   TLS with the live certificate, and the certificate's reload.
 //! - [`upstream`]: dialing the upstream, header forwarding, failure statuses.
 //! - [`admission`]: who may open a session: the client's identity, its
 //!   reconnect delay, and the admission limits (503 + `Retry-After`).
@@ -71,20 +81,24 @@
 
 pub mod admin;
 pub mod admission;
+pub mod certs;
 pub mod clients;
 pub mod clock;
 pub mod closure;
 pub mod config;
 pub mod conn;
 pub mod demo;
+pub mod edge;
 pub mod explain;
 pub mod extensions;
+pub mod forwarded;
 pub mod head;
 pub mod keepalive;
 pub mod kit;
 pub mod listener;
 pub mod metrics;
 pub mod protocol;
+pub mod proxy_header;
 pub mod recent;
 pub mod record;
 pub mod resolver;

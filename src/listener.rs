@@ -1,5 +1,11 @@
 //! The client-facing side: accept loop, HTTP/1.1 upgrade, one task per session.
 //!
+//! A connection first goes through the edge ([`crate::edge`]: the PROXY
+//! header and TLS, when configured), under the same deadline as its request
+//! head (`limits.handshake_timeout`). The client's address is then worked
+//! out once ([`Origin`]) and used for the log line, `/closures` and the
+//! upstream's `X-Forwarded-For`.
+//!
 //! Each accepted connection carries exactly one request, read and parsed
 //! here (httparse; the request head is all wspulse needs of HTTP, and a
 //! general HTTP server's machinery cost more per session than the rest of
@@ -27,8 +33,10 @@ use crate::admission::{Admission, Refusal, Ticket};
 use crate::clients::EndClass;
 use crate::closure::{Closure, Side};
 use crate::config::{Route, Settings};
-use crate::conn;
+use crate::conn::{self, Conn};
+use crate::edge::{Edge, Opened};
 use crate::extensions;
+use crate::forwarded::Origin;
 use crate::head::{self, Fields, Spans};
 use crate::metrics::{AdmissionReason, Metrics, RouteId};
 use crate::protocol::Role;
@@ -63,6 +71,8 @@ pub(crate) struct Shared {
     pub resolver: Arc<Resolver>,
     /// Client identities, reconnect tracking and the admission limits.
     pub admission: Admission,
+    /// PROXY protocol and TLS, before a request is read.
+    pub edge: Edge,
     routes: Vec<(usize, Route)>,
 }
 
@@ -72,6 +82,7 @@ impl Shared {
         metrics: Metrics,
         drain: Drain,
         tracker: TaskTracker,
+        edge: Edge,
     ) -> Shared {
         let limits = limits(&settings);
         let session_config = SessionConfig {
@@ -98,6 +109,7 @@ impl Shared {
             tls,
             resolver,
             admission: Admission::new(&settings, metrics.clone()),
+            edge,
             sessions: Arc::new(Semaphore::new(settings.limits.max_connections)),
             rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
             settings,
@@ -190,9 +202,10 @@ struct Accepted<'a> {
     ticket: Ticket<'a>,
 }
 
-/// Read the client's request, dial the upstream and answer 101, or answer
-/// the refusal and close (`None`).
-async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Accepted<'_>> {
+/// Take the client through the edge (PROXY header, TLS), read its
+/// request, dial the upstream and answer 101, or answer the refusal and
+/// close (`None`).
+async fn handshake(tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Option<Accepted<'_>> {
     conn::tune_accepted(&tcp);
     let permit = shared.sessions.clone().try_acquire_owned().ok();
     // Over the limit: answer 503 while few are waiting, else drop the TCP.
@@ -212,11 +225,22 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
         None
     };
     let m = &shared.metrics;
-    let head = tokio::time::timeout(
-        shared.settings.limits.handshake_timeout,
-        read_head(&mut tcp),
-    )
-    .await;
+    // One deadline for the PROXY header, TLS and the request head.
+    let deadline = tokio::time::Instant::now() + shared.settings.limits.handshake_timeout;
+    let (mut tcp, peer) = match shared.edge.open(tcp, peer, deadline, m).await {
+        Opened::Stream(conn, peer) => (conn, peer),
+        Opened::Plaintext(tcp) => {
+            let body = "this port speaks TLS: use https:// or wss://\n";
+            refuse(
+                Conn::Tcp(tcp),
+                plain_response(StatusCode::BAD_REQUEST, body),
+            )
+            .await;
+            return None;
+        }
+        Opened::Closed => return None,
+    };
+    let head = tokio::time::timeout_at(deadline, read_head(&mut tcp)).await;
     let (req, rest) = match head {
         Ok(Ok(Head::Complete(req, rest))) => (req, rest),
         Ok(Ok(Head::Refused(status, body))) => {
@@ -243,6 +267,15 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
         refuse(tcp, plain_response(status, body)).await;
         return None;
     }
+    // The client's address, once: the log line, /closures, X-Forwarded-For
+    // and the client's identity for admission.
+    let origin = Origin::of(
+        peer,
+        shared.edge.tls(),
+        &shared.settings.listen.trusted_proxies,
+        &req.headers,
+    );
+    let peer = origin.client;
     let mut ticket = shared
         .admission
         .arrive(&req.headers, &req.path_and_query, peer.ip());
@@ -264,7 +297,7 @@ async fn handshake(mut tcp: TcpStream, peer: SocketAddr, shared: &Shared) -> Opt
     let client_head = upstream::ClientHead {
         path_and_query: &req.path_and_query,
         headers: &req.headers,
-        client_ip: peer.ip(),
+        origin: &origin,
         compression: s.compression.mode,
     };
     let dialed = match upstream::dial(
@@ -368,7 +401,7 @@ const MAX_HEADERS: usize = 100;
 
 /// Read until `buf` holds a whole request head, parsing as bytes arrive so
 /// that garbage is refused at once rather than at the timeout.
-async fn read_head(tcp: &mut TcpStream) -> io::Result<Head> {
+async fn read_head(tcp: &mut Conn) -> io::Result<Head> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         if buf.len() >= MAX_HEAD_BYTES {
@@ -432,7 +465,7 @@ fn parse_head(buf: &mut Vec<u8>) -> Option<Head> {
 /// Answer `response` and close, reading what the client still sends for a
 /// moment (a lingering close, as nginx does): closing with unread input
 /// would send a reset, and the client could lose the answer.
-async fn refuse(mut tcp: TcpStream, response: Vec<u8>) {
+async fn refuse(mut tcp: Conn, response: Vec<u8>) {
     let answer = async {
         tcp.write_all(&response).await?;
         tcp.shutdown().await?;

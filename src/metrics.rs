@@ -59,6 +59,12 @@ pub mod names {
     pub const CLIENTS_TRACKED: &str = "wspulse_clients_tracked";
     /// Upgrade requests refused by an admission limit, by `reason`.
     pub const ADMISSION_REJECTIONS: &str = "wspulse_admission_rejections_total";
+    /// The served certificate's notAfter, Unix seconds (TLS listeners only).
+    pub const TLS_EXPIRY: &str = "wspulse_tls_certificate_expiry_timestamp_seconds";
+    /// Certificate reloads, by outcome (`ok` or `error`).
+    pub const TLS_RELOADS: &str = "wspulse_tls_reloads_total";
+    /// Client TLS handshakes that failed, by reason.
+    pub const TLS_HANDSHAKE_FAILURES: &str = "wspulse_tls_handshake_failures_total";
 }
 
 /// Which admission limit refused a client: the `reason` label.
@@ -686,6 +692,111 @@ impl Drop for SessionGuard {
                 stats: SessionStats::new(self.started),
             });
         }
+    }
+}
+
+// === TLS listener ===
+
+/// Why a client's TLS handshake failed: the `reason` label, bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The client spoke plain HTTP (or anything but TLS) on the TLS port.
+    Plaintext,
+    /// No protocol version or cipher suite in common.
+    NoSharedCipher,
+    /// The client refused our certificate (an alert such as unknown CA).
+    BadCertificate,
+    /// `limits.handshake_timeout` elapsed.
+    Timeout,
+    /// Anything else (a reset, a malformed message, an early close).
+    Other,
+}
+
+impl TlsFailure {
+    /// Every reason, for pre-registering series.
+    pub const ALL: [TlsFailure; 5] = [
+        TlsFailure::Plaintext,
+        TlsFailure::NoSharedCipher,
+        TlsFailure::BadCertificate,
+        TlsFailure::Timeout,
+        TlsFailure::Other,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsFailure::Plaintext => "plaintext",
+            TlsFailure::NoSharedCipher => "no_shared_cipher",
+            TlsFailure::BadCertificate => "bad_certificate",
+            TlsFailure::Timeout => "timeout",
+            TlsFailure::Other => "other",
+        }
+    }
+}
+
+/// The TLS listener's metrics, registered only when the listener speaks
+/// TLS: a plain listener exposes no expiry gauge for an alert to misread.
+#[derive(Clone)]
+pub struct TlsMetrics {
+    expiry: IntGauge,
+    reload_ok: IntCounter,
+    reload_error: IntCounter,
+    failures: [IntCounter; 5],
+}
+
+impl Metrics {
+    /// Register the TLS listener's families in this registry.
+    pub fn register_tls(&self) -> prometheus::Result<TlsMetrics> {
+        let expiry = IntGauge::new(
+            names::TLS_EXPIRY,
+            "notAfter of the certificate the listener serves, Unix seconds.",
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                names::TLS_RELOADS,
+                "Certificate reloads (file change or SIGHUP), by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                names::TLS_HANDSHAKE_FAILURES,
+                "Client TLS handshakes that failed, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let registry = &self.inner.registry;
+        registry.register(Box::new(expiry.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
+        Ok(TlsMetrics {
+            expiry,
+            reload_ok: reloads.with_label_values(&["ok"]),
+            reload_error: reloads.with_label_values(&["error"]),
+            failures: TlsFailure::ALL.map(|r| failures.with_label_values(&[r.as_str()])),
+        })
+    }
+}
+
+impl TlsMetrics {
+    /// The certificate served now expires at `not_after` (Unix seconds).
+    pub fn serving(&self, not_after: i64) {
+        self.expiry.set(not_after);
+    }
+
+    /// Count a reload: served a new pair (`ok`) or kept the old (`error`).
+    pub fn reloaded(&self, ok: bool) {
+        if ok {
+            &self.reload_ok
+        } else {
+            &self.reload_error
+        }
+        .inc();
+    }
+
+    /// Count a failed client handshake.
+    pub fn handshake_failed(&self, reason: TlsFailure) {
+        self.failures[reason as usize].inc();
     }
 }
 

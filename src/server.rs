@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Settings;
+use crate::edge::Edge;
 use crate::listener::{self, Shared};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Drain, DrainReport};
@@ -46,7 +47,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 pub struct BindError {
     /// The address.
     pub addr: SocketAddr,
-    /// `listen.addr` or `admin.addr`.
+    /// `listen.addr`, `admin.addr`, or `listen.tls` (the pair did not load).
     pub what: &'static str,
     /// Why.
     pub source: std::io::Error,
@@ -70,8 +71,16 @@ impl Server {
         let listener = bind(settings.listen.addr, "listen.addr").await?;
         crate::conn::tune_listener(&listener);
         let admin = bind(settings.admin.addr, "admin.addr").await?;
+        // The config check loaded the pair already; this fails only if a
+        // file changed since, and then nothing could be served.
+        let edge = Edge::new(&settings.listen, &metrics).map_err(|e| BindError {
+            addr: settings.listen.addr,
+            what: "listen.tls",
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let drain = Drain::new(settings.shutdown.spread);
-        let shared = Arc::new(Shared::new(settings, metrics, drain, TaskTracker::new()));
+        let tracker = TaskTracker::new();
+        let shared = Arc::new(Shared::new(settings, metrics, drain, tracker, edge));
         Ok(Server {
             listener,
             admin,
@@ -119,6 +128,11 @@ impl Server {
             shared.drain.clone(),
             stop_admin.clone(),
         ));
+        // Certificate reloads go on through the drain: sessions still open.
+        let certs_task = tokio::spawn({
+            let (shared, stop) = (shared.clone(), stop_admin.clone());
+            async move { shared.edge.watch_certificate(stop).await }
+        });
         info!(
             listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
             upstream = %shared.settings.upstream.url,
@@ -159,6 +173,7 @@ impl Server {
         }
         stop_admin.cancel();
         reraise(admin_task.await);
+        reraise(certs_task.await);
         let t = shared.metrics.totals();
         info!(
             opened = t.opened,
@@ -212,6 +227,8 @@ pub struct Running {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     metrics: Metrics,
+    /// `None` only in the unit tests' hand-made handles.
+    shared: Option<Arc<Shared>>,
     stop: StopOnDrop,
     task: JoinHandle<DrainReport>,
 }
@@ -248,12 +265,14 @@ impl Running {
         settings.admin.addr = loopback;
         let server = Server::bind(settings, metrics.clone()).await?;
         let (addr, admin_addr) = (server.local_addr(), server.admin_addr());
+        let shared = Some(server.shared.clone());
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
         Ok(Running {
             addr,
             admin_addr,
             metrics,
+            shared,
             stop: StopOnDrop(stop),
             task,
         })
@@ -272,6 +291,14 @@ impl Running {
     /// The metrics it records into.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Reload the listener's certificate pair now, as SIGHUP does (without
+    /// TLS, nothing happens). The outcome shows in `wspulse_tls_reloads_total`.
+    pub fn reload_tls(&self) {
+        if let Some(shared) = &self.shared {
+            shared.edge.reload_certificate();
+        }
     }
 
     /// Start the drain, as SIGTERM does, without waiting for it; a second
@@ -336,6 +363,7 @@ mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], 1)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 2)),
             metrics: Metrics::standalone(&[], 0).unwrap(),
+            shared: None,
             stop: StopOnDrop(CancellationToken::new()),
             task: tokio::spawn(async { panic!("bug in the proxy") }),
         };

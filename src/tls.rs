@@ -86,14 +86,15 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, Error>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A file of its own under the temp dir, removed when dropped.
-    struct TempFile(PathBuf);
+    /// A file of its own under the temp dir, removed when dropped (also
+    /// the certificate tests' files).
+    pub(crate) struct TempFile(pub(crate) PathBuf);
 
     impl TempFile {
-        fn new(name: &str, text: &str) -> TempFile {
+        pub(crate) fn new(name: &str, text: &str) -> TempFile {
             let path = std::env::temp_dir().join(format!(
                 "wspulse-tls-unit-{}-{name}.pem",
                 std::process::id()

@@ -18,6 +18,7 @@ use tokio_rustls::TlsConnector;
 use crate::config::{CompressionMode, UpstreamUrl};
 use crate::conn::{self, Conn};
 use crate::extensions;
+use crate::forwarded::Origin;
 use crate::head::{self, Fields, Spans};
 use crate::metrics::ConnectFailure;
 use crate::protocol::Role;
@@ -114,8 +115,8 @@ pub struct ClientHead<'a> {
     pub path_and_query: &'a str,
     /// The request's header fields, forwarded by [`forward_headers`].
     pub headers: &'a Fields,
-    /// The client's address, for `X-Forwarded-For`.
-    pub client_ip: std::net::IpAddr,
+    /// Where the request came from, for `X-Forwarded-For` and `-Proto`.
+    pub origin: &'a Origin,
     /// Whether the client's permessage-deflate offers go upstream.
     pub compression: CompressionMode,
 }
@@ -207,7 +208,7 @@ fn upgrade_request(url: &UpstreamUrl, client: ClientHead<'_>, key: &[u8]) -> Vec
     );
     out.extend_from_slice(key);
     out.extend_from_slice(b"\r\n");
-    forward_headers(client.headers, client.client_ip, &mut out);
+    forward_headers(client.headers, client.origin, &mut out);
     if client.compression == CompressionMode::Passthrough {
         write_extension_offers(client.headers, &mut out);
     }
@@ -483,31 +484,21 @@ fn forwarded(client: &Fields, name: &[u8]) -> bool {
 /// Write the header lines to send upstream for a client request into
 /// `out`: end-to-end headers (`Sec-WebSocket-Protocol`, `Cookie`,
 /// `Authorization`, `Origin`, `User-Agent`, …) as they came, in their
-/// order, hop-by-hop ones dropped, and `X-Forwarded-For` (appended to,
-/// never replaced), `X-Forwarded-Proto` and `X-Forwarded-Host` (set).
-/// The fields are written straight from the request's bytes: nothing is
-/// copied into a map first.
-pub fn forward_headers(client: &Fields, client_ip: std::net::IpAddr, out: &mut Vec<u8>) {
+/// order, hop-by-hop ones dropped, then `X-Forwarded-For` and
+/// `X-Forwarded-Proto` as [`Origin`] writes them (the client's address
+/// last) and `X-Forwarded-Host` (set). A client's own `Forwarded` goes
+/// along only from a trusted proxy: from anyone else it could name any
+/// address. The fields are written straight from the request's bytes:
+/// nothing is copied into a map first.
+pub fn forward_headers(client: &Fields, origin: &Origin, out: &mut Vec<u8>) {
     for (name, value) in client.iter() {
-        if forwarded(client, name) {
+        if forwarded(client, name)
+            && (origin.via_trusted || !name.eq_ignore_ascii_case(b"forwarded"))
+        {
             push_field(out, name, value);
         }
     }
-    // Earlier proxies' entries first, the client's address last. An entry
-    // that is not visible ASCII is dropped rather than passed on.
-    out.extend_from_slice(b"x-forwarded-for: ");
-    for prior in client
-        .get_all("x-forwarded-for")
-        .filter(|v| v.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)))
-    {
-        out.extend_from_slice(prior);
-        out.extend_from_slice(b", ");
-    }
-    push_ip(out, client_ip);
-    out.extend_from_slice(b"\r\n");
-    // The listener speaks plain HTTP; a TLS-terminating balancer in front
-    // must be trusted explicitly, which wspulse does not do (yet).
-    push_field(out, b"x-forwarded-proto", b"http");
+    origin.write_headers(client, out);
     if let Some(host) = client.get("host") {
         push_field(out, b"x-forwarded-host", host);
     }
@@ -519,33 +510,6 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// Append `ip` in its usual text form. IPv4, nearly every client, is
-/// written digit by digit: `IpAddr`'s `Display` went through the formatting
-/// machinery at about 1,500 instructions, 2 % of a session's setup.
-fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
-    use std::io::Write as _;
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                if octet >= 100 {
-                    out.push(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
-                }
-                out.push(b'0' + octet % 10);
-            }
-        }
-        // Writing to a Vec cannot fail.
-        std::net::IpAddr::V6(_) => {
-            let _ = write!(out, "{ip}");
-        }
-    }
 }
 
 #[cfg(test)]

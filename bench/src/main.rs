@@ -33,7 +33,83 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Stream>;
+
+/// The bytes under a session: plain TCP for ws://, TLS over TCP for wss://.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The TLS client settings for wss:// targets, built once from `--ca` (set in `main`).
+static TLS: std::sync::OnceLock<Option<tokio_rustls::TlsConnector>> = std::sync::OnceLock::new();
+
+/// TLS settings trusting only the CA certificates of `ca` (PEM), ALPN http/1.1, and no
+/// session resumption: every wss:// session in `setup` pays a full handshake, as a new
+/// client does.
+fn tls_connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca)
+        .map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+        roots.add(cert).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +121,9 @@ struct Cli {
     /// pins the load generator to one core, so 1 is the sensible value there).
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
+    /// CA certificates (PEM) trusted for wss:// URLs (the only roots: a benchmark's own).
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -232,6 +311,10 @@ struct ReportArgs {
     md_out: Option<PathBuf>,
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Suffix of the compared targets' names: with "-tls", wspulse-tls is compared with
+    /// nginx-tls and haproxy-tls.
+    #[arg(long, default_value = "")]
+    suffix: String,
 }
 
 fn main() {
@@ -239,6 +322,14 @@ fn main() {
     // sleeps wake close to the schedule. Best effort: harmless if refused.
     let _ = std::fs::write("/proc/self/timerslack_ns", "1000");
     let cli = Cli::parse();
+    let tls = match cli.ca.as_deref().map(tls_connector).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("wsbench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let _ = TLS.set(tls);
     let rt = if cli.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -436,26 +527,46 @@ fn read_buffer_for(msg_size: usize) -> usize {
     msg_size.saturating_add(14).max(4096)
 }
 
-fn host_port(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("ws://")?;
+/// `host:port` of a ws:// or wss:// URL, and whether it is wss://.
+fn host_port(url: &str) -> Option<(String, bool)> {
+    let (rest, tls) = match url.strip_prefix("wss://") {
+        Some(rest) => (rest, true),
+        None => (url.strip_prefix("ws://")?, false),
+    };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let hp = &rest[..end];
     if hp.is_empty() {
         None
     } else {
-        Some(hp.to_string())
+        Some((hp.to_string(), tls))
     }
 }
 
 /// Connect and upgrade; `msg_size` is the size of the messages the session will exchange.
 async fn connect(url: &str, t: Duration, msg_size: usize) -> Result<Ws, String> {
-    let hp = host_port(url).ok_or_else(|| "bad_url (only ws:// is supported)".to_string())?;
+    let (hp, tls) = host_port(url).ok_or_else(|| "bad_url (ws:// or wss:// only)".to_string())?;
     let tcp = match timeout(t, TcpStream::connect(hp.as_str())).await {
         Err(_) => return Err("connect_timeout".into()),
         Ok(Err(e)) => return Err(format!("connect_{:?}", e.kind()).to_lowercase()),
         Ok(Ok(s)) => s,
     };
     let _ = tcp.set_nodelay(true);
+    let tcp = if tls {
+        let Some(Some(connector)) = TLS.get() else {
+            return Err("tls_no_ca (wss:// needs --ca)".into());
+        };
+        let host = hp.rsplit_once(':').map_or(hp.as_str(), |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = rustls_pki_types::ServerName::try_from(host.to_string())
+            .map_err(|_| "tls_bad_name".to_string())?;
+        match timeout(t, connector.connect(name, tcp)).await {
+            Err(_) => return Err("tls_timeout".into()),
+            Ok(Err(e)) => return Err(format!("tls_{:?}", e.kind()).to_lowercase()),
+            Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+        }
+    } else {
+        Stream::Plain(tcp)
+    };
     match timeout(
         t,
         tokio_tungstenite::client_async_with_config(url, tcp, Some(client_config(msg_size))),
@@ -1775,12 +1886,14 @@ fn report(a: ReportArgs) -> i32 {
 
     // Per other proxy: the ratio of the medians, and the rounds won (same-round pairs).
     let (mut ratios, mut won) = (Map::new(), Map::new());
-    for other in ["nginx", "haproxy"] {
-        let (Some(w), Some(o)) = (tj.get("wspulse"), tj.get(other)) else {
+    let pairs = ratio_pairs(&a.suffix);
+    let ours = format!("wspulse{}", a.suffix);
+    for (name, other) in &pairs {
+        let (Some(w), Some(o)) = (tj.get(&ours), tj.get(other)) else {
             continue;
         };
         let no_rounds = Vec::new();
-        let w_rounds = per_round.get("wspulse").unwrap_or(&no_rounds);
+        let w_rounds = per_round.get(&ours).unwrap_or(&no_rounds);
         let o_rounds = per_round.get(other).unwrap_or(&no_rounds);
         let (mut r, mut m) = (Map::new(), Map::new());
         for (i, k) in KEYS.iter().enumerate() {
@@ -1809,8 +1922,8 @@ fn report(a: ReportArgs) -> i32 {
                 }
             }
         }
-        ratios.insert(format!("wspulse/{other}"), Value::Object(r));
-        won.insert(format!("wspulse/{other}"), Value::Object(m));
+        ratios.insert(name.clone(), Value::Object(r));
+        won.insert(name.clone(), Value::Object(m));
     }
 
     let mut spread = Map::new();
@@ -1876,7 +1989,7 @@ fn report(a: ReportArgs) -> i32 {
             errs.get(t).copied().unwrap_or(0)
         ));
     }
-    for name in ["wspulse/nginx", "wspulse/haproxy"] {
+    for (name, _) in &pairs {
         let Some(r) = ratios.get(name) else { continue };
         let cells: Vec<String> = KEYS
             .iter()
@@ -1889,7 +2002,7 @@ fn report(a: ReportArgs) -> i32 {
     }
     md.push_str("\nRatios are wspulse's value divided by the other proxy's: above 1 is better for msg/s and setups/s, worse for latency, memory and CPU. — = not measured or not applicable.\n");
     if many_rounds {
-        md.push_str(&spread_md(&targets, &spread, &won));
+        md.push_str(&spread_md(&targets, &spread, &won, &pairs));
     }
 
     let out = json!({
@@ -1919,7 +2032,20 @@ fn report(a: ReportArgs) -> i32 {
 /// The "across rounds" table: each line's lowest and highest round per target, and,
 /// against each other proxy, in how many rounds wspulse did better and the median
 /// same-round ratio.
-fn spread_md(targets: &[String], spread: &Map<String, Value>, won: &Map<String, Value>) -> String {
+/// The ratio rows: (row name, the other target), e.g. ("wspulse-tls/nginx-tls", "nginx-tls").
+fn ratio_pairs(suffix: &str) -> Vec<(String, String)> {
+    ["nginx", "haproxy"]
+        .iter()
+        .map(|o| (format!("wspulse{suffix}/{o}{suffix}"), format!("{o}{suffix}")))
+        .collect()
+}
+
+fn spread_md(
+    targets: &[String],
+    spread: &Map<String, Value>,
+    won: &Map<String, Value>,
+    pairs: &[(String, String)],
+) -> String {
     let mut md = String::from(
         "\n### Across rounds\n\nThe table above takes each phase's median round. Here: the lowest and highest round of each line, and in how many rounds wspulse did better than the other proxy on that line (same round: a phase runs on every target in turn, seconds apart; ties count as not better), and the median of those same-round ratios, the estimate the machine's slow spells move least, with its 95 % interval (distribution-free, from the ranks of the ratios; given from 6 rounds up): \"ahead\" or \"behind\" when the whole interval is on one side of 1×, \"level\" when the rounds cannot tell wspulse and the other proxy apart.\n\n",
     );
@@ -1963,7 +2089,7 @@ fn spread_md(targets: &[String], spread: &Map<String, Value>, won: &Map<String, 
         }),
     ];
     for (label, cell) in rows {
-        for name in ["wspulse/nginx", "wspulse/haproxy"] {
+        for (name, _) in pairs {
             let Some(w) = won.get(name) else { continue };
             let cells: Vec<String> = KEYS
                 .iter()

@@ -78,7 +78,9 @@ async function main() {
     headless: true,
     timeout: WAIT,
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
+      '--disable-component-update', '--disable-sync', '--no-first-run',
+      // The edge test trusts its own certificate: --ignore-certificate-errors-spki-list=...
+      ...(process.env.CHROMIUM_EXTRA_ARGS || '').split(' ').filter(Boolean)],
   });
   try {
     out({ ev: 'browser', version: ctx.browser() ? ctx.browser().version() : 'persistent' });

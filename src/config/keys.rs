@@ -10,7 +10,7 @@
 //! wrote.
 
 use super::Settings;
-use super::value::{Field, duration_value, fmt_duration, fmt_size, quote, size_value};
+use super::value::{Field, duration_value, fmt_duration, fmt_size, quote, quote_path, size_value};
 
 /// One scalar key of the configuration, `section.name`.
 pub(super) struct Key {
@@ -43,14 +43,14 @@ pub(super) struct Rule {
 // === impl Key ===
 
 impl Key {
-    /// `listen` of `listen.addr`.
+    /// `listen` of `listen.addr`, `listen.tls` of `listen.tls.cert_file`.
     pub(super) fn section(&self) -> &'static str {
-        self.name.split_once('.').map_or(self.name, |(s, _)| s)
+        self.name.rsplit_once('.').map_or(self.name, |(s, _)| s)
     }
 
     /// `addr` of `listen.addr`: the key inside its section's table.
     pub(super) fn field(&self) -> &'static str {
-        self.name.split_once('.').map_or(self.name, |(_, f)| f)
+        self.name.rsplit_once('.').map_or(self.name, |(_, f)| f)
     }
 }
 
@@ -88,6 +88,91 @@ pub(super) const KEYS: &[Key] = &[
         rule: None,
     },
     Key {
+        name: "listen.proxy_protocol",
+        doc: "every connection starts with a PROXY protocol header (v1 or v2); its source is the client",
+        parse: |s, f| {
+            s.listen.proxy_protocol = f.bool()?;
+            Ok(())
+        },
+        show: |s| s.listen.proxy_protocol.to_string(),
+        follow: None,
+        rule: None,
+    },
+    Key {
+        name: "listen.trusted_proxies",
+        doc: "CIDRs whose X-Forwarded-For / Forwarded name the client; others' are appended to",
+        parse: |s, f| {
+            s.listen.trusted_proxies = f
+                .strings()?
+                .iter()
+                .map(|c| c.parse())
+                .collect::<Result<_, String>>()?;
+            Ok(())
+        },
+        show: |s| {
+            let list: Vec<String> = s
+                .listen
+                .trusted_proxies
+                .iter()
+                .map(|c| quote(&c.to_string()))
+                .collect();
+            format!("[{}]", list.join(", "))
+        },
+        follow: None,
+        rule: None,
+    },
+    Key {
+        name: "listen.tls.cert_file",
+        doc: r#"certificate chain (PEM); with key_file the listener speaks TLS only; "" = plain"#,
+        parse: |s, f| {
+            s.listen.tls.cert_file = f.path()?;
+            if let Some(path) = &s.listen.tls.cert_file {
+                // Read it now, so `check` reports a bad file, not the first client.
+                crate::certs::load_chain(path).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        },
+        show: |s| quote_path(s.listen.tls.cert_file.as_deref()),
+        follow: None,
+        rule: None,
+    },
+    Key {
+        name: "listen.tls.key_file",
+        doc: "the certificate's private key (PEM)",
+        parse: |s, f| {
+            s.listen.tls.key_file = f.path()?;
+            if let Some(path) = &s.listen.tls.key_file {
+                let provider = rustls::crypto::ring::default_provider();
+                crate::certs::load_key(path, &provider).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        },
+        show: |s| quote_path(s.listen.tls.key_file.as_deref()),
+        follow: None,
+        rule: Some(Rule {
+            with: "listen.tls.cert_file",
+            check: |s| match (&s.listen.tls.cert_file, &s.listen.tls.key_file) {
+                (None, None) => Ok(()),
+                (Some(_), None) => Err("must be set too when listen.tls.cert_file is".into()),
+                (None, Some(_)) => Err("set listen.tls.cert_file too, or neither".into()),
+                (Some(cert), Some(key)) => crate::certs::load(cert, key)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            },
+        }),
+    },
+    Key {
+        name: "listen.tls.reload_interval",
+        doc: r#"re-read both files when they change, checked this often (and on SIGHUP); "0s" = on SIGHUP only"#,
+        parse: |s, f| {
+            s.listen.tls.reload_interval = f.duration()?;
+            Ok(())
+        },
+        show: |s| duration_value(s.listen.tls.reload_interval),
+        follow: None,
+        rule: None,
+    },
+    Key {
         name: "upstream.url",
         doc: "ws:// or wss://; the client's path and query are appended to it",
         parse: |s, f| {
@@ -116,21 +201,14 @@ pub(super) const KEYS: &[Key] = &[
         name: "upstream.ca_file",
         doc: r#"extra CA certificates (PEM) trusted for a wss:// upstream; "" = Mozilla roots only"#,
         parse: |s, f| {
-            let path = f.string()?;
-            s.upstream.ca_file = if path.is_empty() {
-                None
-            } else {
+            s.upstream.ca_file = f.path()?;
+            if let Some(path) = &s.upstream.ca_file {
                 // Build it now, so `check` reports a bad file, not the first dial.
-                crate::tls::client_config(Some(std::path::Path::new(&path)))
-                    .map_err(|e| e.to_string())?;
-                Some(path.into())
-            };
+                crate::tls::client_config(Some(path)).map_err(|e| e.to_string())?;
+            }
             Ok(())
         },
-        show: |s| {
-            let path = s.upstream.ca_file.as_ref();
-            quote(&path.map(|p| p.display().to_string()).unwrap_or_default())
-        },
+        show: |s| quote_path(s.upstream.ca_file.as_deref()),
         follow: None,
         rule: None,
     },

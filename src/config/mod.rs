@@ -28,12 +28,13 @@ mod value;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use config::{Config, File, FileFormat, Value, ValueKind};
 
+pub use crate::forwarded::Cidr;
 pub use routes::Route;
 pub use url::UpstreamUrl;
 
@@ -93,6 +94,34 @@ pub enum CompressionMode {
 pub struct ListenSettings {
     /// Client listener address (default `127.0.0.1:8080`).
     pub addr: SocketAddr,
+    /// Every connection starts with a PROXY protocol header (v1 or v2)
+    /// whose source is the client's address (default false).
+    pub proxy_protocol: bool,
+    /// Peers whose forwarding headers are believed (default none). See
+    /// [`crate::forwarded`].
+    pub trusted_proxies: Vec<Cidr>,
+    /// TLS on the listener.
+    pub tls: ListenTlsSettings,
+}
+
+/// `[listen.tls]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenTlsSettings {
+    /// Certificate chain (PEM, leaf first); with `key_file`, the listener
+    /// speaks TLS only (default none: plain).
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Check both files for a change this often; zero: only on SIGHUP
+    /// (default 10s).
+    pub reload_interval: Duration,
+}
+
+impl ListenTlsSettings {
+    /// Whether the listener speaks TLS: both files are set.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
 }
 
 /// `[upstream]`
@@ -210,6 +239,13 @@ impl Default for Settings {
         Settings {
             listen: ListenSettings {
                 addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                proxy_protocol: false,
+                trusted_proxies: Vec::new(),
+                tls: ListenTlsSettings {
+                    cert_file: None,
+                    key_file: None,
+                    reload_interval: secs(10),
+                },
             },
             upstream: UpstreamSettings {
                 url: UpstreamUrl {
@@ -516,7 +552,7 @@ fn validate(
     let mut s = Settings::default();
     let mut seen = Seen::default();
     let sections = keys::sections();
-    for section in &sections {
+    for section in sections.iter().filter(|s| !s.contains('.')) {
         if let Some(value) = root.remove(*section) {
             parse_section(&mut s, section, value, env_keys, &mut seen, errors);
         }
@@ -571,6 +607,16 @@ fn parse_section(
             };
             errors.push(err(key.name, format!("{reason}{origin}")));
             seen.bad.insert(key.name);
+        }
+    }
+    // Subsections (`[listen.tls]`) are tables inside their parent's.
+    for sub in keys::sections() {
+        if let Some(name) = sub
+            .strip_prefix(section)
+            .and_then(|rest| rest.strip_prefix('.'))
+            && let Some(value) = table.remove(name)
+        {
+            parse_section(s, sub, value, env_keys, seen, errors);
         }
     }
     let mut unknown: Vec<_> = table.into_keys().collect();

@@ -518,3 +518,90 @@ fn suggestions_are_near_misses_only() {
     let r = one_error("[log]\nlevel = \"debg\"", "log.level");
     assert_eq!(r, "\"debg\" is not a level; did you mean \"debug\"?");
 }
+
+// === The edge listener ===
+
+#[test]
+fn proxy_protocol_and_trusted_proxies() {
+    let s = ok("[listen]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]");
+    assert!(s.listen.proxy_protocol);
+    assert_eq!(
+        s.listen.trusted_proxies,
+        vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
+    );
+    let r = one_error(
+        "[listen]\ntrusted_proxies = [\"10.0.0.1/8\"]",
+        "listen.trusted_proxies",
+    );
+    assert!(r.contains("host bits set"), "{r}");
+    let r = one_error(
+        "[listen]\ntrusted_proxies = \"10.0.0.0/8\"",
+        "listen.trusted_proxies",
+    );
+    assert!(r.starts_with("expected an array of strings"), "{r}");
+    let r = one_error(
+        "[listen]\nproxy_protocol = \"yes\"",
+        "listen.proxy_protocol",
+    );
+    assert!(r.starts_with("expected true or false"), "{r}");
+    // The environment gives strings: a comma list, a boolean word.
+    let e = env(&[
+        (
+            "WSPULSE_LISTEN__TRUSTED_PROXIES",
+            "192.168.0.0/16, 2001:db8::/32",
+        ),
+        ("WSPULSE_LISTEN__PROXY_PROTOCOL", "true"),
+    ]);
+    let s = load_str("", &e).unwrap();
+    assert!(s.listen.proxy_protocol);
+    assert_eq!(s.listen.trusted_proxies.len(), 2);
+    let e = env(&[("WSPULSE_LISTEN__TRUSTED_PROXIES", "nope")]);
+    let errs = load_str("", &e).unwrap_err().0;
+    assert_eq!(errs[0].key, "listen.trusted_proxies");
+    assert!(
+        errs[0].reason.contains("WSPULSE_LISTEN__TRUSTED_PROXIES"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn tls_files_are_checked_as_a_pair() {
+    let dir = std::env::temp_dir().join(format!("wspulse-config-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let wrong = dir.join("wrong.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&wrong, other.signing_key.serialize_pem()).unwrap();
+    let tls = |c: &Path, k: &Path| {
+        format!(
+            "[listen.tls]\ncert_file = {:?}\nkey_file = {:?}\nreload_interval = \"1s\"",
+            c.display().to_string(),
+            k.display().to_string()
+        )
+    };
+    let s = ok(&tls(&cert, &key));
+    assert!(s.listen.tls.enabled());
+    assert_eq!(s.listen.tls.reload_interval, Duration::from_secs(1));
+    assert_eq!(load_str(&s.to_toml(), &no_env()), Ok(s));
+    let r = one_error(&tls(&cert, &wrong), "listen.tls.key_file");
+    assert!(r.contains("does not match the certificate"), "{r}");
+    let r = one_error(&tls(&key, &key), "listen.tls.cert_file");
+    assert!(r.ends_with("no certificate found"), "{r}");
+    let r = one_error(&tls(&cert, &cert), "listen.tls.key_file");
+    assert!(r.ends_with("no private key found"), "{r}");
+    let only_cert = format!("[listen.tls]\ncert_file = {:?}", cert.display().to_string());
+    let r = one_error(&only_cert, "listen.tls.key_file");
+    assert!(r.contains("must be set too"), "{r}");
+    let r = one_error("[listen.tls]\ncert_fil = \"x\"", "listen.tls.cert_fil");
+    assert_eq!(r, "unknown key; did you mean \"listen.tls.cert_file\"?");
+    let e = env(&[("WSPULSE_LISTEN__TLS__RELOAD_INTERVAL", "0s")]);
+    assert_eq!(
+        load_str("", &e).unwrap().listen.tls.reload_interval,
+        Duration::ZERO
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -29,6 +29,47 @@ impl Field<'_> {
         }
     }
 
+    pub(super) fn bool(&self) -> Result<bool, String> {
+        match &self.value.kind {
+            ValueKind::Boolean(b) => Ok(*b),
+            ValueKind::String(s) if self.from_env => match s.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(format!("expected true or false, found {s:?}")),
+            },
+            other => Err(format!("expected true or false, found {}", describe(other))),
+        }
+    }
+
+    /// A file path; `""` is none.
+    pub(super) fn path(&self) -> Result<Option<std::path::PathBuf>, String> {
+        let path = self.string()?;
+        Ok((!path.is_empty()).then(|| path.into()))
+    }
+
+    /// An array of strings; from the environment, one comma-separated string.
+    pub(super) fn strings(&self) -> Result<Vec<String>, String> {
+        match &self.value.kind {
+            ValueKind::String(s) if self.from_env => Ok(s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()),
+            ValueKind::Array(items) => items
+                .iter()
+                .map(|v| match &v.kind {
+                    ValueKind::String(s) => Ok(s.clone()),
+                    other => Err(format!("expected strings, found {}", describe(other))),
+                })
+                .collect(),
+            other => Err(format!(
+                "expected an array of strings, found {}",
+                describe(other)
+            )),
+        }
+    }
+
     pub(super) fn int(&self) -> Result<i64, String> {
         match &self.value.kind {
             ValueKind::I64(n) => Ok(*n),
@@ -168,6 +209,11 @@ pub(super) fn size_value(n: usize) -> String {
         s if s.ends_with('B') => quote(&s),
         s => s,
     }
+}
+
+/// An optional path as a TOML string, `""` for none.
+pub(super) fn quote_path(path: Option<&std::path::Path>) -> String {
+    quote(&path.map(|p| p.display().to_string()).unwrap_or_default())
 }
 
 /// A TOML basic string.

@@ -1,39 +1,13 @@
 use super::*;
 
 #[test]
-fn client_addresses_are_written_as_display_writes_them() {
-    let mut cases: Vec<std::net::IpAddr> = (0..=255u8)
-        .flat_map(|o| {
-            [
-                std::net::Ipv4Addr::new(o, 0, 9, 10).into(),
-                std::net::Ipv4Addr::new(99, o, 100, 255).into(),
-            ]
-        })
-        .collect();
-    for v6 in [
-        "::1",
-        "::",
-        "2001:db8::7",
-        "::ffff:10.1.2.3",
-        "fe80::1:2:3:4",
-    ] {
-        cases.push(v6.parse().unwrap());
-    }
-    for ip in cases {
-        let mut out = b"x, ".to_vec();
-        push_ip(&mut out, ip);
-        assert_eq!(String::from_utf8(out).unwrap(), format!("x, {ip}"));
-    }
-}
-
-#[test]
 fn upgrade_request_line_and_host() {
     let line = |url: &str, pq: &str| {
         let u: UpstreamUrl = url.parse().expect("valid");
         let client = ClientHead {
             path_and_query: pq,
             headers: &Fields::default(),
-            client_ip: [127, 0, 0, 1].into(),
+            origin: &Origin::of(([127, 0, 0, 1], 1).into(), false, &[], &Fields::default()),
             compression: CompressionMode::Passthrough,
         };
         let req = upgrade_request(&u, client, b"k");
@@ -54,24 +28,15 @@ fn upgrade_request_line_and_host() {
     );
 }
 
-/// A request head's fields, as the listener keeps them.
 fn fields(lines: &[(&str, &str)]) -> Fields {
-    let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
-    for (k, v) in lines {
-        raw.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
-    }
-    raw.extend_from_slice(b"\r\n");
-    let mut slots = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut slots);
-    assert!(req.parse(&raw).expect("valid").is_complete());
-    let spans = Spans::of(&raw, req.headers);
-    Fields::new(raw.clone(), spans)
+    crate::head::fields_of(lines)
 }
 
 /// The header lines `forward_headers` writes, parsed back.
 fn forwarded_lines(client: &Fields, ip: &str) -> Vec<(String, String)> {
     let mut out = b"GET / HTTP/1.1\r\n".to_vec();
-    forward_headers(client, ip.parse().unwrap(), &mut out);
+    let peer = std::net::SocketAddr::new(ip.parse().unwrap(), 1);
+    forward_headers(client, &Origin::of(peer, false, &[], client), &mut out);
     out.extend_from_slice(b"\r\n");
     let mut slots = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut slots);
@@ -105,6 +70,8 @@ fn forwards_end_to_end_and_drops_hop_by_hop() {
         ("User-Agent", "test"),
         ("X-Forwarded-For", "203.0.113.7"),
         ("X-Forwarded-Proto", "https"),
+        // A client's own claim of where it came from stays behind.
+        ("Forwarded", "for=6.6.6.6"),
         ("Cookie", "b=2"),
     ]);
     // End-to-end fields as sent, in order, then the proxy's own.
@@ -179,10 +146,11 @@ fn subprotocol_must_be_one_the_client_offered() {
 
 /// The request's `Sec-WebSocket-Extensions` lines, lowercased names.
 fn extension_lines(client: &Fields, mode: CompressionMode) -> Vec<String> {
+    let origin = Origin::of(([127, 0, 0, 1], 1).into(), false, &[], &Fields::default());
     let head = ClientHead {
         path_and_query: "/",
         headers: client,
-        client_ip: [127, 0, 0, 1].into(),
+        origin: &origin,
         compression: mode,
     };
     let url: UpstreamUrl = "ws://h:1".parse().unwrap();
@@ -230,10 +198,11 @@ fn the_upstream_answer_must_answer_an_offer() {
         "Sec-WebSocket-Extensions",
         "permessage-deflate; client_max_window_bits",
     )]);
+    let origin = Origin::of(([127, 0, 0, 1], 1).into(), false, &[], &Fields::default());
     let head = |headers, compression| ClientHead {
         path_and_query: "/",
         headers,
-        client_ip: [127, 0, 0, 1].into(),
+        origin: &origin,
         compression,
     };
     let passthrough = head(&offer, CompressionMode::Passthrough);

@@ -118,6 +118,13 @@ impl Proxy {
         self.join().await
     }
 
+    /// Reload the TLS certificate pair, as SIGHUP does.
+    pub fn reload_tls(&self) {
+        if let Some(running) = &self.running {
+            running.reload_tls();
+        }
+    }
+
     /// Start the drain without waiting.
     pub fn trigger_stop(&self) {
         if let Some(running) = &self.running {

@@ -186,6 +186,10 @@ def interface_config_keys() -> dict[str, set[str]]:
         }
     # "Also part of the interface": admin.recent_closures and [[routes]].
     known.setdefault("admin", set()).add("recent_closures")
+    # Keys the later issues add, written `section.key = default` in prose.
+    if path is not None:
+        for section, key in re.findall(r"`(\w+)\.(\w+)\s*=", path.read_text()):
+            known.setdefault(section, set()).add(key)
     known["routes"] = {"name", "path_prefix"}
     return known
 
@@ -357,9 +361,12 @@ def check_deployment(path: Path, native: bool, cm_toml: dict, common: dict) -> N
     # Shutdown budget.
     sd = cm_toml.get("shutdown", {})
     drain = parse_duration(sd.get("drain_timeout", "10s")) + parse_duration(sd.get("spread", "0s"))
+    # After the drain wspulse may wait up to final_scrape for its last scrape.
+    shutdown_budget = drain + parse_duration(sd.get("final_scrape", "0s"))
     grace = spec.get("terminationGracePeriodSeconds", 30)
-    if grace <= drain:
-        fail(f"{where}: terminationGracePeriodSeconds {grace} must exceed spread + drain_timeout ({drain:g}s)")
+    if grace <= shutdown_budget:
+        fail(f"{where}: terminationGracePeriodSeconds {grace} must exceed spread + drain_timeout "
+             f"+ final_scrape ({shutdown_budget:g}s)")
     for a in apps:
         sleep = (((a.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
         if sleep and grace <= sleep:

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::config::Settings;
 use crate::listener::{self, Shared};
 use crate::metrics::Metrics;
-use crate::shutdown::{self, Drain, DrainReport};
+use crate::shutdown::{self, Drain, DrainReport, FinalScrape};
 
 /// The runtime `wspulse run` serves on.
 ///
@@ -157,6 +157,15 @@ impl Server {
             info!("drained on request; waiting for SIGTERM/SIGINT to exit");
             shutdown.await;
         }
+        let mut report = report;
+        report.final_scrape =
+            shutdown::final_scrape(&shared.drain, shared.settings.shutdown.final_scrape).await;
+        if report.final_scrape == FinalScrape::TimedOut {
+            warn!(
+                limit = ?shared.settings.shutdown.final_scrape,
+                "no /metrics scrape after the drain within shutdown.final_scrape: its counts may not reach Prometheus"
+            );
+        }
         stop_admin.cancel();
         reraise(admin_task.await);
         let t = shared.metrics.totals();
@@ -212,6 +221,7 @@ pub struct Running {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     metrics: Metrics,
+    drain: Drain,
     stop: StopOnDrop,
     task: JoinHandle<DrainReport>,
 }
@@ -248,12 +258,14 @@ impl Running {
         settings.admin.addr = loopback;
         let server = Server::bind(settings, metrics.clone()).await?;
         let (addr, admin_addr) = (server.local_addr(), server.admin_addr());
+        let drain = server.shared.drain.clone();
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
         Ok(Running {
             addr,
             admin_addr,
             metrics,
+            drain,
             stop: StopOnDrop(stop),
             task,
         })
@@ -272,6 +284,13 @@ impl Running {
     /// The metrics it records into.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Resolves once the drain has finished (every session gone), while
+    /// the process may still wait for its final scrape
+    /// (`shutdown.final_scrape`).
+    pub async fn drained(&self) {
+        self.drain.finished_token().cancelled_owned().await;
     }
 
     /// Start the drain, as SIGTERM does, without waiting for it; a second
@@ -336,6 +355,7 @@ mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], 1)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 2)),
             metrics: Metrics::standalone(&[], 0).unwrap(),
+            drain: Drain::new(std::time::Duration::ZERO),
             stop: StopOnDrop(CancellationToken::new()),
             task: tokio::spawn(async { panic!("bug in the proxy") }),
         };

@@ -8,7 +8,7 @@ mod support;
 use support::*;
 use wspulse::protocol::opcode::{CLOSE, TEXT};
 use wspulse::server::Running;
-use wspulse::shutdown::DrainReport;
+use wspulse::shutdown::{DrainReport, FinalScrape};
 
 /// Listeners configured elsewhere (a privileged port, every interface) are
 /// moved to 127.0.0.1 with ports the OS picks, so runs never collide.
@@ -32,7 +32,8 @@ async fn it_listens_on_loopback_whatever_the_settings_say() {
         report,
         DrainReport {
             sessions: 0,
-            deadline_hit: false
+            deadline_hit: false,
+            final_scrape: FinalScrape::Off,
         }
     );
 }
@@ -55,7 +56,8 @@ async fn stop_drains_and_join_reports() {
         report,
         DrainReport {
             sessions: 1,
-            deadline_hit: false
+            deadline_hit: false,
+            final_scrape: FinalScrape::Off,
         }
     );
 }

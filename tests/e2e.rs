@@ -1,7 +1,8 @@
 //! Runs the end-to-end suite in `e2e/` (see e2e/README.md) against the
 //! `wspulse` binary this `cargo test` just built: third-party peers (Python
 //! `websockets`, Node `ws`), headless Chromium, network faults in network
-//! namespaces, a short soak and the Autobahn cases (kosoku).
+//! namespaces, a short soak, the Autobahn cases (kosoku), and the deploy
+//! kit's rules and dashboard in a real Prometheus.
 //!
 //! The suite is `python3 -m pytest e2e`; this test fails if it fails.
 //!
@@ -54,13 +55,13 @@ fn python_ready(root: &Path) -> Result<(), String> {
 #[cfg_attr(
     not(wspulse_ci),
     ignore = "needs python3 with e2e/requirements.txt, `npm ci --prefix e2e`, chromium, \
-              iproute2, nftables and root (e2e/README.md); runs by itself when CI=true, \
+              iproute2, nftables, prometheus and root (e2e/README.md); runs by itself when CI=true, \
               else: cargo test --test e2e -- --ignored"
 )]
 fn e2e_suite() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let install = "install: python3 -m pip install -r e2e/requirements.txt; npm ci --prefix e2e; \
-                   apt-get install -y chromium iproute2 iptables nftables (see e2e/README.md)";
+                   apt-get install -y chromium iproute2 iptables nftables prometheus (see e2e/README.md)";
     if let Err(why) = python_ready(root) {
         panic!("e2e: {why}; {install}");
     }

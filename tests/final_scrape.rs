@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use support::*;
 use tokio::time::Instant;
-use wspulse::protocol::opcode::{CLOSE, TEXT};
 use wspulse::server::Running;
 use wspulse::shutdown::FinalScrape;
 
@@ -24,14 +23,9 @@ async fn the_process_waits_for_one_scrape_then_exits() {
     s.shutdown.final_scrape = Duration::from_secs(600);
     let running = Running::start(s).await.unwrap();
     let admin = running.admin_addr();
-    let mut c = RawPeer::connect(running.addr(), "/").await.unwrap();
-    c.send(true, TEXT, b"hi").await.unwrap();
-    assert_eq!(c.read_frame().await.unwrap().payload, b"hi");
-
+    let mut c = raw_echoed(running.addr()).await;
     running.stop();
-    let close = c.expect_close().await.unwrap();
-    assert_eq!(close.close_code(), Some(1001));
-    c.send(true, CLOSE, &close.payload).await.unwrap();
+    answer_drain(&mut c).await;
     tokio::time::timeout(LIMIT, running.drained())
         .await
         .expect("the drain did not finish");
@@ -42,16 +36,7 @@ async fn the_process_waits_for_one_scrape_then_exits() {
     assert!(!joined.is_finished());
 
     let scraped_at = Instant::now();
-    let text = http_get(admin, "/metrics").await.1;
-    assert_eq!(closed(&text, "1001", "proxy", "shutdown"), 1.0);
-    assert_eq!(
-        metric(
-            &text,
-            "wspulse_drain_sessions_total",
-            &[("outcome", "closed")]
-        ),
-        1.0
-    );
+    assert_drained(&http_get(admin, "/metrics").await.1, 1.0);
     let report = tokio::time::timeout(LIMIT, joined)
         .await
         .expect("the process did not exit after its final scrape")

@@ -8,7 +8,8 @@ Called by .ci/deploy-check, one subcommand per step:
   k8s-consistency         custom resources' structure, and that the manifests, the
                           ConfigMap's TOML, the Dockerfile and .dockerignore agree
   rules-meta              every alert has summary/description/runbook_url and is tested
-                          both ways (fires / stays silent) in wspulse.rules.test.yml
+                          both ways (fires / stays silent) in its rule file's
+                          *.rules.test.yml (deploy/prometheus/*.rules.yml)
   dashboard OUT           Grafana JSON rules; writes the dashboard's PromQL as a
                           rules file to OUT for `promtool check rules`
   anchors                 every docs/operations.md#anchor the kit links to exists
@@ -40,8 +41,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
-RULES = ROOT / "deploy" / "prometheus" / "wspulse.rules.yml"
-RULES_TEST = ROOT / "deploy" / "prometheus" / "wspulse.rules.test.yml"
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+RULES = PROMETHEUS / "wspulse.rules.yml"
+RULES_TEST = PROMETHEUS / "wspulse.rules.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "wspulse.json"
 OPERATIONS = ROOT / "docs" / "operations.md"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -186,6 +188,10 @@ def interface_config_keys() -> dict[str, set[str]]:
         }
     # "Also part of the interface": admin.recent_closures and [[routes]].
     known.setdefault("admin", set()).add("recent_closures")
+    # Keys the later issues add, written `section.key = default` in prose.
+    if path is not None:
+        for section, key in re.findall(r"`(\w+)\.(\w+)\s*=", path.read_text()):
+            known.setdefault(section, set()).add(key)
     known["routes"] = {"name", "path_prefix"}
     return known
 
@@ -357,9 +363,12 @@ def check_deployment(path: Path, native: bool, cm_toml: dict, common: dict) -> N
     # Shutdown budget.
     sd = cm_toml.get("shutdown", {})
     drain = parse_duration(sd.get("drain_timeout", "10s")) + parse_duration(sd.get("spread", "0s"))
+    # After the drain wspulse may wait up to final_scrape for its last scrape.
+    shutdown_budget = drain + parse_duration(sd.get("final_scrape", "0s"))
     grace = spec.get("terminationGracePeriodSeconds", 30)
-    if grace <= drain:
-        fail(f"{where}: terminationGracePeriodSeconds {grace} must exceed spread + drain_timeout ({drain:g}s)")
+    if grace <= shutdown_budget:
+        fail(f"{where}: terminationGracePeriodSeconds {grace} must exceed spread + drain_timeout "
+             f"+ final_scrape ({shutdown_budget:g}s)")
     for a in apps:
         sleep = (((a.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
         if sleep and grace <= sleep:
@@ -533,14 +542,36 @@ def cmd_k8s_consistency() -> int:
 # rules-meta
 
 
-def load_rules() -> list[dict]:
-    return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+def rule_files() -> list[Path]:
+    """Every rule file of the kit: deploy/prometheus/*.rules.yml (not the tests)."""
+    return sorted(PROMETHEUS.glob("*.rules.yml"))
+
+
+def test_file(rules: Path) -> Path:
+    """x.rules.yml is tested by x.rules.test.yml."""
+    return rules.with_name(rules.name.removesuffix(".rules.yml") + ".rules.test.yml")
+
+
+def load_rules(path: Path | None = None) -> list[dict]:
+    """The rules of one file, or of every rule file of the kit."""
+    paths = [path] if path else rule_files()
+    return [r for p in paths for g in yaml.safe_load(p.read_text())["groups"] for r in g["rules"]]
 
 
 def cmd_rules_meta() -> int:
-    rules = load_rules()
-    alerts = [r for r in rules if "alert" in r]
-    tests = yaml.safe_load(RULES_TEST.read_text())
+    total = 0
+    for path in rule_files():
+        total += check_rules_meta(path, test_file(path))
+    return finish(f"{total} alerts in {len(rule_files())} rule files: annotations complete, "
+                  "each tested firing and silent")
+
+
+def check_rules_meta(rules_path: Path, test_path: Path) -> int:
+    alerts = [r for r in load_rules(rules_path) if "alert" in r]
+    if not test_path.is_file():
+        fail(f"{rel(rules_path)}: no test file {rel(test_path)}")
+        return len(alerts)
+    tests = yaml.safe_load(test_path.read_text())
     fires: set[str] = set()
     silent: set[str] = set()
     for t in tests.get("tests", []):
@@ -557,10 +588,10 @@ def cmd_rules_meta() -> int:
         if "severity" not in a.get("labels", {}):
             fail(f"{name}: no severity label")
         if name not in fires:
-            fail(f"{name}: no test case in {rel(RULES_TEST)} where it fires")
+            fail(f"{name}: no test case in {rel(test_path)} where it fires")
         if name not in silent:
-            fail(f"{name}: no test case in {rel(RULES_TEST)} where it stays silent")
-    return finish(f"{len(alerts)} alerts: annotations complete, each tested firing and silent")
+            fail(f"{name}: no test case in {rel(test_path)} where it stays silent")
+    return len(alerts)
 
 
 # --------------------------------------------------------------------------

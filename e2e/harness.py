@@ -161,6 +161,10 @@ class Proc:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{self.name} (pid {self.pid}) did not exit within {timeout}s")
 
+    def join_output(self, timeout: float = 5.0) -> None:
+        """After the process exited: wait until every line it printed has been read."""
+        self._t.join(timeout=timeout)
+
     def signal(self, sig: int) -> None:
         if self.p.poll() is None:
             os.kill(self.pid, sig)

@@ -35,13 +35,16 @@ def test_a_vanished_client_coming_back_is_measured():
         ws = await connect(f"{proxy.url}/echo", **hdr("phone-1"))
         await ws.send("hi")
         assert await asyncio.wait_for(ws.recv(), 10) == "hi"
+        # Bounds for what the proxy measures: its session ended after the
+        # abort and before the metric showed it; the reconnect came 0.4 s
+        # after that, and before connect() returned.
+        vanished = time.monotonic()
         ws.transport.abort()  # the phone vanishes: no Close, a reset
         await asyncio.to_thread(proxy.wait_metric, lambda m: m.closed() == 1,
                                 what="the vanished session counted")
-        gone = time.monotonic()
         await asyncio.sleep(0.4)
         back = await connect(f"{proxy.url}/echo", **hdr("phone-1"))
-        elapsed = time.monotonic() - gone
+        elapsed = time.monotonic() - vanished
         await back.close()
         return elapsed
 
@@ -49,7 +52,7 @@ def test_a_vanished_client_coming_back_is_measured():
     m = proxy.wait_metric(lambda m: m.closed() == 2, what="both sessions counted")
     assert count(m, "abnormal", "client") == 1, m.text
     observed = m.sum(f"{DELAY}_sum", **{"class": "abnormal", "side": "client"})
-    assert 0.4 <= observed <= elapsed + 0.05, (observed, elapsed)
+    assert 0.4 <= observed <= elapsed, (observed, elapsed)
     # The first visit of a client adds nothing: one observation in all.
     assert m.sum(f"{DELAY}_count") == 1
     assert m.sum("wspulse_clients_tracked") == 1

@@ -86,11 +86,20 @@ pub fn route(req: &Request<Incoming>, metrics: &Metrics, drain: &Drain) -> Respo
         return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "GET only\n");
     }
     match req.uri().path() {
-        "/metrics" => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.encode(),
-        ),
+        "/metrics" => {
+            // Read before encoding: only a text encoded after the last
+            // session ended holds the drain's final counts.
+            let drained = drain.is_finished();
+            let body = metrics.encode();
+            if req.method() == Method::GET {
+                drain.note_scrape(drained);
+            }
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            )
+        }
         "/healthz" => text(StatusCode::OK, PLAIN, "ok\n"),
         "/readyz" if drain.is_ready() => text(StatusCode::OK, PLAIN, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "draining\n"),

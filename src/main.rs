@@ -31,11 +31,26 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Read a running instance's /metrics and explain, in plain language, how its sessions end.
+    /// Explain, in plain language, how sessions end: one running instance's /metrics
+    /// (--admin), or every instance a selector matches in Prometheus (--prometheus).
     Explain {
         /// Admin base URL of the running wspulse, e.g. http://127.0.0.1:9090
         #[arg(long, default_value = "http://127.0.0.1:9090")]
         admin: String,
+        /// Prometheus base URL (http://HOST:PORT[/PREFIX]): diagnose the fleet over --window,
+        /// name the instances that stand out, and say whether it is fleet-wide.
+        #[arg(long, conflicts_with = "admin")]
+        prometheus: Option<String>,
+        /// PromQL label matchers choosing the instances, e.g. 'job="ws"' (default: every
+        /// instance that exposes wspulse's metrics).
+        #[arg(long, default_value = "", requires = "prometheus")]
+        selector: String,
+        /// How far back to look, e.g. 15m, 1h, 1d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, requires = "prometheus")]
+        window: std::time::Duration,
+        /// `text` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// The built-in demo: an echo upstream, the proxy in front of it, synthetic clients ending
     /// sessions every way the proxy tells apart, and a live table of what it records.
@@ -44,6 +59,15 @@ enum Command {
         #[arg(long)]
         duration: Option<u64>,
     },
+}
+
+/// How `explain` writes its report.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    /// Plain language.
+    Text,
+    /// One JSON object.
+    Json,
 }
 
 fn load(
@@ -78,13 +102,24 @@ fn main() -> ExitCode {
         Command::Demo { duration } => {
             wspulse::demo::run(duration.map(std::time::Duration::from_secs))
         }
-        Command::Explain { admin } => explain(&admin),
+        Command::Explain {
+            admin,
+            prometheus,
+            selector,
+            window,
+            output,
+        } => match prometheus {
+            Some(url) => explain_fleet(&url, &selector, window, output),
+            None => explain(&admin, output),
+        },
     }
 }
 
-/// `wspulse explain`: exit 1 with the reason when the admin address gives
-/// no `/metrics` (nothing listening, not HTTP, a status other than 200).
-fn explain(admin: &str) -> ExitCode {
+/// Run `work` on a one-thread runtime; exit 1 with the reason when it fails.
+fn explain_with<T, E: std::fmt::Display>(
+    work: impl std::future::Future<Output = Result<T, E>>,
+    print: impl FnOnce(T) -> Result<(), serde_json::Error>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -95,16 +130,53 @@ fn explain(admin: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(wspulse::explain::fetch(admin)) {
-        Ok(text) => {
-            print!("{}", wspulse::explain::diagnose(&text));
-            ExitCode::SUCCESS
+    match runtime.block_on(work).map(print) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("wspulse explain: cannot write the report: {e}");
+            ExitCode::from(1)
         }
         Err(e) => {
             eprintln!("wspulse explain: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Print `report` as text or as one JSON object.
+fn print_report<R: std::fmt::Display + serde::Serialize>(
+    report: &R,
+    output: Output,
+) -> Result<(), serde_json::Error> {
+    match output {
+        Output::Text => print!("{report}"),
+        Output::Json => println!("{}", serde_json::to_string_pretty(report)?),
+    }
+    Ok(())
+}
+
+/// `wspulse explain --admin`: exit 1 with the reason when the admin
+/// address gives no `/metrics` (nothing listening, not HTTP, a status
+/// other than 200).
+fn explain(admin: &str, output: Output) -> ExitCode {
+    explain_with(wspulse::explain::fetch(admin), |text| {
+        let diagnosis = wspulse::explain::analyse(&wspulse::explain::prom::parse(&text));
+        print_report(&diagnosis, output)
+    })
+}
+
+/// `wspulse explain --prometheus`: exit 1 with the reason when Prometheus
+/// is unreachable, refuses a query, or the selector matches no wspulse.
+fn explain_fleet(
+    url: &str,
+    selector: &str,
+    window: std::time::Duration,
+    output: Output,
+) -> ExitCode {
+    explain_with(
+        wspulse::explain::fleet::explain(url, selector, window),
+        |report| print_report(&report, output),
+    )
 }
 
 fn run(settings: Settings) -> ExitCode {

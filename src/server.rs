@@ -21,7 +21,7 @@ use crate::config::Settings;
 use crate::edge::Edge;
 use crate::listener::{self, Shared};
 use crate::metrics::Metrics;
-use crate::shutdown::{self, Drain, DrainReport};
+use crate::shutdown::{self, Drain, DrainReport, FinalScrape};
 
 /// The runtime `wspulse run` serves on.
 ///
@@ -171,6 +171,15 @@ impl Server {
             info!("drained on request; waiting for SIGTERM/SIGINT to exit");
             shutdown.await;
         }
+        let mut report = report;
+        report.final_scrape =
+            shutdown::final_scrape(&shared.drain, shared.settings.shutdown.final_scrape).await;
+        if report.final_scrape == FinalScrape::TimedOut {
+            warn!(
+                limit = ?shared.settings.shutdown.final_scrape,
+                "no /metrics scrape after the drain within shutdown.final_scrape: its counts may not reach Prometheus"
+            );
+        }
         stop_admin.cancel();
         reraise(admin_task.await);
         reraise(certs_task.await);
@@ -229,6 +238,7 @@ pub struct Running {
     metrics: Metrics,
     /// `None` only in the unit tests' hand-made handles.
     shared: Option<Arc<Shared>>,
+    drain: Drain,
     stop: StopOnDrop,
     task: JoinHandle<DrainReport>,
 }
@@ -266,6 +276,7 @@ impl Running {
         let server = Server::bind(settings, metrics.clone()).await?;
         let (addr, admin_addr) = (server.local_addr(), server.admin_addr());
         let shared = Some(server.shared.clone());
+        let drain = server.shared.drain.clone();
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.run(stop.clone().cancelled_owned()));
         Ok(Running {
@@ -273,6 +284,7 @@ impl Running {
             admin_addr,
             metrics,
             shared,
+            drain,
             stop: StopOnDrop(stop),
             task,
         })
@@ -299,6 +311,13 @@ impl Running {
         if let Some(shared) = &self.shared {
             shared.edge.reload_certificate();
         }
+    }
+
+    /// Resolves once the drain has finished (every session gone), while
+    /// the process may still wait for its final scrape
+    /// (`shutdown.final_scrape`).
+    pub async fn drained(&self) {
+        self.drain.finished_token().cancelled_owned().await;
     }
 
     /// Start the drain, as SIGTERM does, without waiting for it; a second
@@ -364,6 +383,7 @@ mod tests {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 2)),
             metrics: Metrics::standalone(&[], 0).unwrap(),
             shared: None,
+            drain: Drain::new(std::time::Duration::ZERO),
             stop: StopOnDrop(CancellationToken::new()),
             task: tokio::spawn(async { panic!("bug in the proxy") }),
         };

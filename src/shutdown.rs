@@ -9,7 +9,13 @@
 //!    second (nginx, HAProxy and Envoy cut TCP on drain; Caddy sends every
 //!    Close at once);
 //! 3. wait for the sessions, at most `drain_timeout` ([`TaskTracker::wait`]);
-//! 4. past the deadline, cut what is left ([`Drain::cut`]) and log how many.
+//! 4. past the deadline, cut what is left ([`Drain::cut`]) and log how many;
+//! 5. with `shutdown.final_scrape` set, keep the admin server up until one
+//!    `/metrics` scrape has been served after the last session ended, or
+//!    that long has passed ([`final_scrape`]): the drain's own counts
+//!    (`1001/proxy/shutdown`, drained vs cut) happen after the last scrape
+//!    a process would otherwise see, so without it they never reach
+//!    Prometheus.
 //!
 //! Sessions are tracked by a [`TaskTracker`] of our own: hyper's graceful
 //! shutdown does not wait for upgraded connections.
@@ -26,6 +32,9 @@ struct Inner {
     requested: CancellationToken,
     /// The drain has finished: every session is gone.
     finished: CancellationToken,
+    /// A `/metrics` scrape was served that began after `finished`: the
+    /// drain's counts have been read.
+    scraped: CancellationToken,
     started: CancellationToken,
     cut: CancellationToken,
     ready: AtomicBool,
@@ -49,6 +58,7 @@ impl Drain {
             inner: Arc::new(Inner {
                 requested: CancellationToken::new(),
                 finished: CancellationToken::new(),
+                scraped: CancellationToken::new(),
                 started: CancellationToken::new(),
                 cut: CancellationToken::new(),
                 ready: AtomicBool::new(true),
@@ -79,6 +89,21 @@ impl Drain {
     /// Fires when the drain has finished.
     pub fn finished_token(&self) -> CancellationToken {
         self.inner.finished.clone()
+    }
+
+    /// Whether the drain has finished (every session gone).
+    pub fn is_finished(&self) -> bool {
+        self.inner.finished.is_cancelled()
+    }
+
+    /// A `/metrics` answer is about to be sent whose text was encoded
+    /// after `finished_before_encode` was read as true: the final counts
+    /// are in it. The admin server reads [`Drain::is_finished`] *before*
+    /// encoding, so a scrape racing the drain's end never counts.
+    pub fn note_scrape(&self, finished_before_encode: bool) {
+        if finished_before_encode {
+            self.inner.scraped.cancel();
+        }
     }
 
     /// Past the deadline: sessions stop waiting for Close replies.
@@ -129,6 +154,19 @@ pub struct DrainReport {
     pub sessions: usize,
     /// Whether the deadline passed with sessions still open.
     pub deadline_hit: bool,
+    /// What became of the final scrape (`shutdown.final_scrape`).
+    pub final_scrape: FinalScrape,
+}
+
+/// The wait for one last `/metrics` scrape after a drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalScrape {
+    /// `shutdown.final_scrape = "0s"`: no wait.
+    Off,
+    /// A scrape was served after the last session ended.
+    Served,
+    /// No scrape came within `shutdown.final_scrape`.
+    TimedOut,
 }
 
 /// Run the drain sequence over the sessions in `tracker`; returns when they
@@ -151,6 +189,21 @@ pub async fn drain(
     DrainReport {
         sessions,
         deadline_hit,
+        final_scrape: FinalScrape::Off,
+    }
+}
+
+/// After the drain has finished, wait until a `/metrics` scrape has been
+/// served ([`Drain::note_scrape`]) or `limit` has passed; zero does not
+/// wait. A scrape served between the drain's end and this call counts.
+pub async fn final_scrape(drain: &Drain, limit: Duration) -> FinalScrape {
+    if limit.is_zero() {
+        return FinalScrape::Off;
+    }
+    tracing::info!(limit = ?limit, "drained; waiting for one /metrics scrape before exiting");
+    match tokio::time::timeout(limit, drain.inner.scraped.cancelled()).await {
+        Ok(()) => FinalScrape::Served,
+        Err(_) => FinalScrape::TimedOut,
     }
 }
 
@@ -179,6 +232,7 @@ pub async fn signal() {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -191,6 +245,35 @@ mod tests {
         // A late joiner lands at the end of the window, never beyond it.
         assert_eq!(d.next_delay(), Duration::from_secs(2));
         assert!(!d.is_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn final_scrape_waits_for_a_scrape_after_the_drain() {
+        let d = Drain::new(Duration::ZERO);
+        let tracker = TaskTracker::new();
+        // A scrape during the drain does not carry its final counts.
+        d.note_scrape(d.is_finished());
+        drain(&d, &tracker, 0, Duration::from_secs(1)).await;
+        assert!(d.is_finished());
+        let waiting = tokio::spawn({
+            let d = d.clone();
+            async move { final_scrape(&d, Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(10)).await; // paused time: no real wait
+        assert!(!waiting.is_finished());
+        d.note_scrape(d.is_finished());
+        assert_eq!(waiting.await.unwrap(), FinalScrape::Served);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn final_scrape_gives_up_after_its_limit() {
+        let d = Drain::new(Duration::ZERO);
+        drain(&d, &TaskTracker::new(), 0, Duration::from_secs(1)).await;
+        let t0 = tokio::time::Instant::now();
+        let got = final_scrape(&d, Duration::from_secs(30)).await;
+        assert_eq!(got, FinalScrape::TimedOut);
+        assert_eq!(t0.elapsed(), Duration::from_secs(30));
+        assert_eq!(final_scrape(&d, Duration::ZERO).await, FinalScrape::Off);
     }
 
     #[test]

@@ -47,10 +47,12 @@ async fn a_client_that_vanishes_and_comes_back_is_measured() {
     let c = client(&proxy, "phone-1").await;
     let text = proxy.scrape().await;
     assert_eq!(metric(&text, &format!("{DELAY}_count"), &[]), 0.0);
-    // It vanishes (no Close): an abnormal ending on the client's side.
+    // It vanishes (no Close): an abnormal ending on the client's side. The
+    // proxy's ending falls between the reset and the count showing it, so
+    // what it measures lies between 0.4 s and the time since the reset.
+    let gone = Instant::now();
     c.reset().unwrap();
     proxy.wait_ended(1).await;
-    let gone = Instant::now();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let mut c = client(&proxy, "phone-1").await;
     let back = gone.elapsed().as_secs_f64();
@@ -58,7 +60,7 @@ async fn a_client_that_vanishes_and_comes_back_is_measured() {
     let (n, sum) = delays(&text, "abnormal", "client");
     assert_eq!(n, 1.0, "one abnormal/client observation");
     assert!(
-        (0.4..=back + 0.05).contains(&sum),
+        (0.4..=back).contains(&sum),
         "{sum} s, came back after {back} s"
     );
     // A different client, seen for the first time, adds nothing.
@@ -75,9 +77,9 @@ async fn a_client_that_vanishes_and_comes_back_is_measured() {
     )
     .await
     .unwrap();
+    let gone = Instant::now();
     c.expect_close().await.unwrap();
     proxy.wait_ended(2).await;
-    let gone = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _c = client(&proxy, "phone-1").await;
     let back = gone.elapsed().as_secs_f64();
@@ -85,7 +87,7 @@ async fn a_client_that_vanishes_and_comes_back_is_measured() {
     let (n, sum) = delays(&text, "clean", "client");
     assert_eq!(n, 1.0, "one clean/client observation");
     assert!(
-        (2.0..=back + 0.05).contains(&sum),
+        (2.0..=back).contains(&sum),
         "{sum} s, came back after {back} s"
     );
     // /closures follows the client by its key and says when it came back.

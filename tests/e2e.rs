@@ -2,8 +2,9 @@
 //! `wspulse` binary this `cargo test` just built: third-party peers (Python
 //! `websockets`, Node `ws`), headless Chromium (over ws:// and wss://),
 //! network faults in network namespaces, a short soak, the Autobahn cases
-//! (kosoku), and the edge listener (TLS reloads, HAProxy sending the PROXY
-//! protocol, trusted forwarding headers).
+//! (kosoku), the edge listener (TLS reloads, HAProxy sending the PROXY
+//! protocol, trusted forwarding headers), and the deploy kit's rules and
+//! dashboard in a real Prometheus.
 //!
 //! The suite is `python3 -m pytest e2e`; this test fails if it fails.
 //!
@@ -56,14 +57,14 @@ fn python_ready(root: &Path) -> Result<(), String> {
 #[cfg_attr(
     not(wspulse_ci),
     ignore = "needs python3 with e2e/requirements.txt, `npm ci --prefix e2e`, chromium, \
-              iproute2, nftables, haproxy, openssl and root (e2e/README.md); runs by itself \
-              when CI=true, else: cargo test --test e2e -- --ignored"
+              iproute2, nftables, haproxy, openssl, prometheus and root (e2e/README.md); runs \
+              by itself when CI=true, else: cargo test --test e2e -- --ignored"
 )]
 fn e2e_suite() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let install = "install: python3 -m pip install -r e2e/requirements.txt; npm ci --prefix e2e; \
                    apt-get install -y chromium iproute2 iptables nftables haproxy openssl \
-                   (see e2e/README.md)";
+                   prometheus (see e2e/README.md)";
     if let Err(why) = python_ready(root) {
         panic!("e2e: {why}; {install}");
     }

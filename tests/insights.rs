@@ -226,6 +226,28 @@ async fn explain_reads_a_live_instance() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nope/metrics: HTTP 404"), "{err}");
+    // `--output json`: the same diagnosis, for scripts.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wspulse"))
+        .args(["explain", "--admin", &admin, "--output", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["closed"], 4.0);
+    assert_eq!(json["kinds"][0]["cause"], "eof");
+    // `--prometheus` at something that is not Prometheus: exit 1, saying so.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_wspulse"))
+        .args(["explain", "--prometheus", &admin])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/api/v1/query: not a Prometheus API answer (HTTP 404)"),
+        "{err}"
+    );
     let admin_addr = proxy.admin;
     proxy.finish().await;
     // Nothing listening: exit 1 with the address.

@@ -6,9 +6,8 @@
 mod support;
 
 use support::*;
-use wspulse::protocol::opcode::{CLOSE, TEXT};
 use wspulse::server::Running;
-use wspulse::shutdown::DrainReport;
+use wspulse::shutdown::{DrainReport, FinalScrape};
 
 /// Listeners configured elsewhere (a privileged port, every interface) are
 /// moved to 127.0.0.1 with ports the OS picks, so runs never collide.
@@ -32,7 +31,8 @@ async fn it_listens_on_loopback_whatever_the_settings_say() {
         report,
         DrainReport {
             sessions: 0,
-            deadline_hit: false
+            deadline_hit: false,
+            final_scrape: FinalScrape::Off,
         }
     );
 }
@@ -43,19 +43,16 @@ async fn it_listens_on_loopback_whatever_the_settings_say() {
 async fn stop_drains_and_join_reports() {
     let echo = EchoServer::start().await.unwrap();
     let running = Running::start(settings(&echo.url())).await.unwrap();
-    let mut c = RawPeer::connect(running.addr(), "/").await.unwrap();
-    c.send(true, TEXT, b"hi").await.unwrap();
-    assert_eq!(c.read_frame().await.unwrap().payload, b"hi");
+    let mut c = raw_echoed(running.addr()).await;
     running.stop();
-    let close = c.expect_close().await.unwrap();
-    assert_eq!(close.close_code(), Some(1001));
-    c.send(true, CLOSE, &close.payload).await.unwrap();
+    answer_drain(&mut c).await;
     let report = tokio::time::timeout(LIMIT, running.join()).await.unwrap();
     assert_eq!(
         report,
         DrainReport {
             sessions: 1,
-            deadline_hit: false
+            deadline_hit: false,
+            final_scrape: FinalScrape::Off,
         }
     );
 }
@@ -67,9 +64,7 @@ async fn dropping_the_handle_stops_the_proxy() {
     let echo = EchoServer::start().await.unwrap();
     let running = Running::start(settings(&echo.url())).await.unwrap();
     let metrics = running.metrics().clone();
-    let mut c = RawPeer::connect(running.addr(), "/").await.unwrap();
-    c.send(true, TEXT, b"hi").await.unwrap();
-    assert_eq!(c.read_frame().await.unwrap().payload, b"hi");
+    let mut c = raw_echoed(running.addr()).await;
     drop(running);
     assert_eq!(c.expect_close().await.unwrap().close_code(), Some(1001));
     drop(c);

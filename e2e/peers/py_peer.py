@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A third-party WebSocket peer built on Python `websockets` (PyPI).
 
-    py_peer.py server HOST PORT scripted|echo
+    py_peer.py server HOST PORT scripted|echo|drop
     py_peer.py CLIENT-COMMAND URL [ARGS...]
 
 It speaks one JSON object per line on stdout, which the tests read. The
@@ -22,6 +22,9 @@ Server, mode `scripted` (by request path):
   empty one, 1006 for none at all).
 Server, mode `echo`: a plain echo on every path, no logging, 16 MiB messages
 (the Autobahn conformance upstream).
+Server, mode `drop` (Python only; the faulty upstream of test_prometheus.py):
+echo the first message of every session, then drop its TCP connection
+without a Close frame (an upstream that crashes under every session).
 
 Client commands (each prints a final {"ev":"result",...}):
   fidelity URL              send the corpus (below), compare every echo
@@ -177,9 +180,20 @@ async def echo_handler(ws) -> None:
         pass
 
 
+async def drop_handler(ws) -> None:
+    try:
+        await ws.send(await ws.recv())
+    except ConnectionClosed:
+        return
+    # No closing handshake: the TCP connection just ends.
+    ws.transport.abort()
+
+
 async def server(host: str, port: int, mode: str) -> None:
     common = dict(max_size=MAX, ping_interval=None, close_timeout=5)
-    if mode == "echo":
+    if mode == "drop":
+        srv = serve(drop_handler, host, port, compression=None, **common)
+    elif mode == "echo":
         srv = serve(echo_handler, host, port, compression=None, max_queue=None, **common)
     else:
         srv = serve(scripted_handler, host, port, process_request=process_request,

@@ -490,6 +490,28 @@ pub(super) const KEYS: &[Key] = &[
         rule: None,
     },
     Key {
+        name: "shutdown.final_scrape",
+        doc: r#"after a drain, keep /metrics up until one scrape is served or this long passed; "0s" = exit at once"#,
+        parse: |s, f| {
+            // Longer than any sane scrape interval: a typo (`"30m"` for
+            // `"30s"`) would hold every pod's termination that long.
+            const MAX: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+            match f.duration()? {
+                d if d > MAX => Err(format!(
+                    "must be at most {} (a scrape interval or two)",
+                    fmt_duration(MAX)
+                )),
+                d => {
+                    s.shutdown.final_scrape = d;
+                    Ok(())
+                }
+            }
+        },
+        show: |s| duration_value(s.shutdown.final_scrape),
+        follow: None,
+        rule: None,
+    },
+    Key {
         name: "log.level",
         doc: r#"tracing EnvFilter syntax accepted, e.g. "info,wspulse=debug""#,
         parse: |s, f| {

@@ -212,6 +212,9 @@ pub struct ShutdownSettings {
     pub spread: Duration,
     /// Close code sent to clients on drain: 1001 (default) or 1012.
     pub close_code: u16,
+    /// After a drain, keep the admin server up until one `/metrics` scrape
+    /// has been served or this long has passed; zero (default): exit at once.
+    pub final_scrape: Duration,
 }
 
 /// `[log]`
@@ -278,6 +281,7 @@ impl Default for Settings {
                 drain_timeout: secs(10),
                 spread: Duration::ZERO,
                 close_code: 1001,
+                final_scrape: Duration::ZERO,
             },
             compression: CompressionSettings {
                 mode: CompressionMode::Passthrough,

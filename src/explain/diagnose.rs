@@ -45,6 +45,102 @@ fn idle_cluster(samples: &[Sample]) -> Option<(f64, f64, f64)> {
     None
 }
 
+/// One kind of ending, `{code, side, cause}`, with its count and meaning.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Kind {
+    /// The close code label.
+    pub code: String,
+    /// Which side ended the session.
+    pub side: String,
+    /// Why.
+    pub cause: String,
+    /// How many sessions ended so.
+    pub count: f64,
+    /// Their share of ended sessions, 0 to 1.
+    pub share: f64,
+    /// What happened ([`Meaning::what`]).
+    pub what: &'static str,
+    /// Its usual cause and what to do ([`Meaning::why`]).
+    pub why: &'static str,
+}
+
+/// The diagnosis of a set of samples: the counts, the top kinds of
+/// ending, and the findings in plain language. Its `Display` is the text
+/// of `wspulse explain --admin`; it serializes for `--output json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Diagnosis {
+    /// Sessions opened.
+    pub opened: f64,
+    /// Sessions ended.
+    pub closed: f64,
+    /// Sessions open now.
+    pub active: f64,
+    /// Ended sessions that were abnormal (not 1000, 1001 or an application code).
+    pub abnormal: f64,
+    /// The most frequent kinds of ending, most frequent first (at most six).
+    pub kinds: Vec<Kind>,
+    /// What stands out, one sentence each; empty when nothing does.
+    pub findings: Vec<String>,
+}
+
+impl Diagnosis {
+    /// Share of ended sessions that were abnormal, 0 to 1 (0 with none ended).
+    pub fn abnormal_ratio(&self) -> f64 {
+        if self.closed > 0.0 {
+            self.abnormal / self.closed
+        } else {
+            0.0
+        }
+    }
+
+    /// Everything after the first line: the abnormal share, the kinds, the
+    /// findings. The fleet view writes its own first line above it.
+    pub fn write_body(&self, out: &mut String) {
+        if self.closed > 0.0 {
+            let _ = writeln!(
+                out,
+                "{:.1}% of ended sessions were abnormal (not 1000, 1001 or an application code).",
+                100.0 * self.abnormal_ratio()
+            );
+            let _ = writeln!(out, "\nHow sessions ended (top kinds):");
+            for k in &self.kinds {
+                let _ = writeln!(
+                    out,
+                    "  {:>5.1}%  {} {}/{} ({:.0}): {}.\n          {}.",
+                    100.0 * k.share,
+                    k.code,
+                    k.side,
+                    k.cause,
+                    k.count,
+                    k.what,
+                    k.why
+                );
+            }
+        }
+        let _ = writeln!(out, "\nDiagnosis:");
+        if self.findings.is_empty() {
+            let _ = writeln!(
+                out,
+                "- nothing alarming: sessions end cleanly and the upstream is reachable."
+            );
+        }
+        for f in &self.findings {
+            let _ = writeln!(out, "- {f}");
+        }
+    }
+}
+
+impl std::fmt::Display for Diagnosis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = format!(
+            "wspulse explain: {:.0} sessions opened, {:.0} ended, {:.0} active now.\n",
+            self.opened, self.closed, self.active
+        );
+        self.write_body(&mut out);
+        f.write_str(&out)
+    }
+}
+
 /// Build the diagnosis for a `/metrics` text.
 /// The reconnect delays after abnormal endings, summed over sides, as
 /// cumulative buckets: "clients reconnect without backoff" when at least
@@ -77,7 +173,7 @@ fn reconnects_without_backoff(samples: &[Sample]) -> Option<String> {
     let p50 = quantile(&cumulative, 0.5)?;
     let p90 = quantile(&cumulative, 0.9)?;
     Some(format!(
-        "- {:.0}% of the {total:.0} clients that came back after an abnormal ending did so within 1 s \
+        "{:.0}% of the {total:.0} clients that came back after an abnormal ending did so within 1 s \
          (p50 about {:.0} ms, p90 about {:.0} ms): clients without backoff, which turn an upstream restart into a \
          reconnect storm. Give them exponential backoff with jitter, honour close codes 1012/1013 and Retry-After; \
          spread drains with shutdown.spread and cap storms with limits.max_handshakes_per_second.",
@@ -88,51 +184,63 @@ fn reconnects_without_backoff(samples: &[Sample]) -> Option<String> {
 }
 
 pub fn diagnose(text: &str) -> String {
-    let samples = prom::parse(text);
-    let mut out = String::new();
-    let opened = prom::sum(&samples, names::OPENED, &[]);
-    let active = prom::sum(&samples, names::ACTIVE, &[]);
-    let by_kind = closures(&samples);
-    let closed: f64 = by_kind.values().sum();
+    analyse(&prom::parse(text)).to_string()
+}
+
+/// The diagnosis of `samples`, whatever they came from: one instance's
+/// `/metrics`, or the fleet's increases over a window read from Prometheus
+/// ([`super::fleet`]), in the same names and labels.
+pub fn analyse(samples: &[Sample]) -> Diagnosis {
+    let opened = prom::sum(samples, names::OPENED, &[]);
+    let active = prom::sum(samples, names::ACTIVE, &[]);
+    let by_kind = closures(samples);
+    // fold from +0: `Sum` of no f64 is -0, printed "-0 ended".
+    let closed: f64 = by_kind.values().fold(0.0, |a, b| a + b);
     let abnormal: f64 = by_kind
         .iter()
         .filter(|((c, _, _), _)| !crate::protocol::is_clean_code(c.parse().unwrap_or(0)))
-        .map(|(_, v)| v)
-        .sum();
-    let _ = writeln!(
-        out,
-        "wspulse explain: {opened:.0} sessions opened, {closed:.0} ended, {active:.0} active now."
-    );
-    if closed > 0.0 {
-        let _ = writeln!(
-            out,
-            "{:.1}% of ended sessions were abnormal (not 1000, 1001 or an application code).",
-            100.0 * abnormal / closed
-        );
-    }
-    let mut findings = 0;
-    if closed > 0.0 {
-        let _ = writeln!(out, "\nHow sessions ended (top kinds):");
-        let mut kinds: Vec<_> = by_kind.iter().collect();
-        kinds.sort_by(|a, b| b.1.total_cmp(a.1));
-        for ((code, side, cause), n) in kinds.iter().take(6) {
+        .fold(0.0, |a, (_, v)| a + v);
+    let mut sorted: Vec<_> = by_kind.iter().collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(a.1));
+    let kinds = sorted
+        .iter()
+        .take(6)
+        .map(|((code, side, cause), n)| {
             let Meaning { what, why, .. } = meaning(code.parse().unwrap_or(0), side, cause);
-            let _ = writeln!(
-                out,
-                "  {:>5.1}%  {code} {side}/{cause} ({n:.0}): {what}.\n          {why}.",
-                100.0 * *n / closed
-            );
-        }
+            Kind {
+                code: code.clone(),
+                side: side.clone(),
+                cause: cause.clone(),
+                count: **n,
+                share: if closed > 0.0 { **n / closed } else { 0.0 },
+                what,
+                why,
+            }
+        })
+        .collect();
+    Diagnosis {
+        opened,
+        closed,
+        active,
+        abnormal,
+        kinds,
+        findings: findings(samples, &by_kind, closed),
     }
-    let _ = writeln!(out, "\nDiagnosis:");
-    if let Some((limit, n, total)) = idle_cluster(&samples) {
-        findings += 1;
-        let _ = writeln!(
-            out,
-            "- {n:.0} of {total:.0} abnormal closures happened after about {limit:.0} s of idle time: that is an idle timeout \
+}
+
+/// What stands out, one sentence each.
+fn findings(
+    samples: &[Sample],
+    by_kind: &BTreeMap<(String, String, String), f64>,
+    closed: f64,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some((limit, n, total)) = idle_cluster(samples) {
+        out.push(format!(
+            "{n:.0} of {total:.0} abnormal closures happened after about {limit:.0} s of idle time: that is an idle timeout \
              (a load balancer, proxy or NAT in the path; 60 s is the nginx and AWS ALB default, 350 s AWS NLB). \
              Lower keepalive.interval below {limit:.0} s so pings keep the connection busy, or raise that idle timeout."
-        );
+        ));
     }
     let kind = |code: &str, side: &str, cause: &str| {
         by_kind
@@ -143,37 +251,30 @@ pub fn diagnose(text: &str) -> String {
     let share = |n: f64| if closed > 0.0 { n / closed } else { 0.0 };
     let up_eof = kind("1006", "upstream", "eof") + kind("1006", "upstream", "reset");
     if up_eof >= 3.0 && share(up_eof) >= 0.2 {
-        findings += 1;
-        let _ = writeln!(
-            out,
-            "- {:.0}% of sessions ended because the upstream dropped TCP without a Close frame: upstream crashes or deploys. \
+        out.push(format!(
+            "{:.0}% of sessions ended because the upstream dropped TCP without a Close frame: upstream crashes or deploys. \
              Correlate with upstream restarts; make the upstream close sessions with 1001/1012 when it stops.",
             100.0 * share(up_eof)
-        );
+        ));
     }
     let client_gone = kind("1006", "client", "eof")
         + kind("1006", "client", "reset")
         + kind("1006", "client", "ping_timeout");
     if client_gone >= 3.0 && share(client_gone) >= 0.3 {
-        findings += 1;
-        let _ = writeln!(
-            out,
-            "- {:.0}% of sessions ended with the client vanishing (no Close frame): lost networks, apps killed, or idle kills \
+        out.push(format!(
+            "{:.0}% of sessions ended with the client vanishing (no Close frame): lost networks, apps killed, or idle kills \
              between the client and wspulse. Make sure clients reconnect with backoff and call close() when they leave.",
             100.0 * share(client_gone)
-        );
+        ));
     }
     let pt = kind("1006", "upstream", "ping_timeout");
     if pt >= 1.0 {
-        findings += 1;
-        let _ = writeln!(
-            out,
-            "- {pt:.0} sessions ended because the upstream stopped answering pings: it is overloaded or hung."
-        );
+        out.push(format!(
+            "{pt:.0} sessions ended because the upstream stopped answering pings: it is overloaded or hung."
+        ));
     }
-    let failures = prom::sum(&samples, names::CONNECT_FAILURES, &[]);
+    let failures = prom::sum(samples, names::CONNECT_FAILURES, &[]);
     if failures > 0.0 {
-        findings += 1;
         let reasons: Vec<String> = samples
             .iter()
             .filter(|s| s.name == names::CONNECT_FAILURES && s.value > 0.0)
@@ -185,11 +286,10 @@ pub fn diagnose(text: &str) -> String {
                 )
             })
             .collect();
-        let _ = writeln!(
-            out,
-            "- {failures:.0} upstream dials failed ({}): clients got 502/504. Check that the upstream is running and reachable from wspulse.",
+        out.push(format!(
+            "{failures:.0} upstream dials failed ({}): clients got 502/504. Check that the upstream is running and reachable from wspulse.",
             reasons.join(", ")
-        );
+        ));
     }
     for s in samples
         .iter()
@@ -209,33 +309,22 @@ pub fn diagnose(text: &str) -> String {
             "431" => "request heads too large",
             _ => "the upstream refused the handshake with this status",
         };
-        findings += 1;
-        let _ = writeln!(
-            out,
-            "- {:.0} handshakes refused with {status}: {why}.",
+        out.push(format!(
+            "{:.0} handshakes refused with {status}: {why}.",
             s.value
-        );
+        ));
     }
-    if let Some(line) = reconnects_without_backoff(&samples) {
-        findings += 1;
-        let _ = writeln!(out, "{line}");
+    if let Some(line) = reconnects_without_backoff(samples) {
+        out.push(line);
     }
     for side in ["client", "upstream"] {
-        let b = buckets(&samples, names::PING_RTT, ("side", side));
+        let b = buckets(samples, names::PING_RTT, ("side", side));
         if let Some(p99) = quantile(&b, 0.99).filter(|&p| p >= 0.5) {
-            findings += 1;
-            let _ = writeln!(
-                out,
-                "- p99 ping round trip on the {side} leg is about {:.0} ms: a slow network or an overloaded peer.",
+            out.push(format!(
+                "p99 ping round trip on the {side} leg is about {:.0} ms: a slow network or an overloaded peer.",
                 p99 * 1000.0
-            );
+            ));
         }
-    }
-    if findings == 0 {
-        let _ = writeln!(
-            out,
-            "- nothing alarming: sessions end cleanly and the upstream is reachable."
-        );
     }
     out
 }
@@ -318,6 +407,15 @@ mod tests {
         let patient = "wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"client\",le=\"1\"} 1\n\
             wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"client\",le=\"+Inf\"} 10\n";
         assert!(!diagnose(patient).contains("without backoff"));
+    }
+
+    #[test]
+    fn a_fresh_instance_reads_zero_not_minus_zero() {
+        let d = diagnose("wspulse_connections_active 0\n");
+        assert!(
+            d.starts_with("wspulse explain: 0 sessions opened, 0 ended, 0 active now."),
+            "{d}"
+        );
     }
 
     #[test]

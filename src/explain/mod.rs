@@ -8,12 +8,19 @@
 //!   on canned texts;
 //! - [`mod@fetch`]: the `/metrics` text of a running instance, over hyper's
 //!   HTTP/1.1 client.
+//! - [`promql`]: instant queries of the Prometheus HTTP API, over the same
+//!   client;
+//! - [`fleet`]: `explain --prometheus`, the same diagnosis over every
+//!   instance a selector matches, the instances that stand out and whether
+//!   the trouble is fleet-wide.
 
 pub mod diagnose;
 pub mod fetch;
+pub mod fleet;
 pub mod meaning;
 pub mod prom;
+pub mod promql;
 
-pub use diagnose::diagnose;
+pub use diagnose::{Diagnosis, analyse, diagnose};
 pub use fetch::{FetchError, fetch};
 pub use meaning::{Meaning, meaning};

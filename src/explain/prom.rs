@@ -95,8 +95,8 @@ pub fn sum(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .filter(|s| s.name == name && s.has_labels(want))
-        .map(|s| s.value)
-        .sum()
+        // fold from +0: `Sum` of no f64 is -0, which prints as "-0".
+        .fold(0.0, |a, s| a + s.value)
 }
 
 /// The buckets of one histogram series as exposed, (upper bound `le`,

@@ -171,6 +171,36 @@ pub fn closed(text: &str, code: &str, side: &str, cause: &str) -> f64 {
     )
 }
 
+/// A drain's counts in a scrape: `n` sessions closed `1001/proxy/shutdown`,
+/// all of them within the deadline (`drain_sessions_total{outcome="closed"}`).
+pub fn assert_drained(text: &str, n: f64) {
+    assert_eq!(closed(text, "1001", "proxy", "shutdown"), n);
+    assert_eq!(
+        metric(text, names::DRAIN, &[("outcome", "closed")]),
+        n,
+        "drained in time"
+    );
+}
+
+/// A raw client of the proxy at `addr` whose first message came back.
+pub async fn raw_echoed(addr: SocketAddr) -> RawPeer {
+    let mut c = RawPeer::connect(addr, "/").await.unwrap();
+    c.send(true, wspulse::protocol::opcode::TEXT, b"hi")
+        .await
+        .unwrap();
+    assert_eq!(c.read_frame().await.unwrap().payload, b"hi");
+    c
+}
+
+/// Read the drain's Close (1001) and answer it, as a well-behaved client.
+pub async fn answer_drain(c: &mut RawPeer) {
+    let close = c.expect_close().await.unwrap();
+    assert_eq!(close.close_code(), Some(1001));
+    c.send(true, wspulse::protocol::opcode::CLOSE, &close.payload)
+        .await
+        .unwrap();
+}
+
 /// The invariant users alert on: opened == sum(closed) + active.
 pub fn assert_invariant(text: &str) {
     let opened = metric(text, names::OPENED, &[]);

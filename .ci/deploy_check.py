@@ -172,6 +172,17 @@ def interface_labels() -> dict[str, set[str]] | None:
 def interface_config_keys() -> dict[str, set[str]]:
     """Config sections and keys: INTERFACE.md's TOML block, plus the keys it adds later."""
     known: dict[str, set[str]] = {}
+    # The repo's example file names every key wspulse accepts: a unit test
+    # holds it to the binary's own key table, so it is never stale.
+    example = ROOT / "config" / "wspulse.example.toml"
+    if example.exists():
+        def walk(table: dict, prefix: str) -> None:
+            for k, v in table.items():
+                if prefix:
+                    known.setdefault(prefix, set()).add(k)
+                if isinstance(v, dict):
+                    walk(v, f"{prefix}.{k}" if prefix else k)
+        walk(tomllib.loads(example.read_text()), "")
     path = interface_path()
     if path is not None:
         m = re.search(r"```toml\n(.*?)```", path.read_text(), re.S)

@@ -1015,14 +1015,14 @@ async fn latency(a: LatArgs) -> Value {
             let n = txs.len() as u64;
             for k in 0..total {
                 let target = t0_std + Duration::from_nanos((k as f64 * period_ns) as u64);
-                let now = std::time::Instant::now();
+                let now = Instant::now().into_std();
                 if target > now {
                     std::thread::sleep(target - now);
                 } else {
                     max_late_ns = max_late_ns.max((now - target).as_nanos() as u64);
                 }
                 let _ = txs[(k % n) as usize].send(k); // a dead session is counted by its task
-                if std::time::Instant::now() > pacer_deadline {
+                if Instant::now().into_std() > pacer_deadline {
                     break;
                 }
             }

@@ -13,6 +13,7 @@
 //! - `probe`: one session (connect, one echo, close); exit 0 if it worked.
 //! - `free-ports`: print N currently free loopback TCP ports.
 //! - `report`: merge the per-phase JSON files of a run into the markdown table and JSON.
+//! - `throughput-deflate`, `report-deflate`: the permessage-deflate line (`deflate.rs`).
 //!
 //! Robustness rules: every loop is bounded by a count and a deadline, every network wait has
 //! a timeout, and failures are counted by kind in the `errors` map instead of panicking.
@@ -34,6 +35,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
 type Ws = WebSocketStream<TcpStream>;
+
+mod deflate;
+mod pmd;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -86,6 +90,10 @@ enum Cmd {
         out: PathBuf,
         files: Vec<PathBuf>,
     },
+    /// Closed-loop round trips of 4 KiB JSON-like text over permessage-deflate (raw frames).
+    ThroughputDeflate(deflate::TpzArgs),
+    /// Add the permessage-deflate line to the latest.md and latest.json `report` wrote.
+    ReportDeflate(deflate::ReportDeflateArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -282,6 +290,11 @@ fn main() {
                 max_wait,
             } => quiet(threshold, max_wait).await,
             Cmd::Median { key, out, files } => median(&key, &out, &files),
+            Cmd::ThroughputDeflate(a) => {
+                let out = a.common.out.clone();
+                emit(deflate::throughput_deflate(a).await, out.as_deref())
+            }
+            Cmd::ReportDeflate(a) => deflate::report_deflate(a),
         }
     });
     // Session tasks that are still stuck (all bounded anyway) must not delay the exit.

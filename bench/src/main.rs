@@ -13,6 +13,7 @@
 //! - `probe`: one session (connect, one echo, close); exit 0 if it worked.
 //! - `free-ports`: print N currently free loopback TCP ports.
 //! - `report`: merge the per-phase JSON files of a run into the markdown table and JSON.
+//! - `throughput-deflate`, `report-deflate`: the permessage-deflate line (`deflate.rs`).
 //!
 //! Robustness rules: every loop is bounded by a count and a deadline, every network wait has
 //! a timeout, and failures are counted by kind in the `errors` map instead of panicking.
@@ -98,7 +99,9 @@ fn tls_connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, String> {
         .map_err(|e| format!("--ca {}: {e}", ca.display()))?;
     for cert in certs {
         let cert = cert.map_err(|e| format!("--ca {}: {e}", ca.display()))?;
-        roots.add(cert).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("--ca {}: {e}", ca.display()))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -110,6 +113,9 @@ fn tls_connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, String> {
     config.resumption = rustls::client::Resumption::disabled();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
+
+mod deflate;
+mod pmd;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -165,6 +171,10 @@ enum Cmd {
         out: PathBuf,
         files: Vec<PathBuf>,
     },
+    /// Closed-loop round trips of 4 KiB JSON-like text over permessage-deflate (raw frames).
+    ThroughputDeflate(deflate::TpzArgs),
+    /// Add the permessage-deflate line to the latest.md and latest.json `report` wrote.
+    ReportDeflate(deflate::ReportDeflateArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -373,6 +383,11 @@ fn main() {
                 max_wait,
             } => quiet(threshold, max_wait).await,
             Cmd::Median { key, out, files } => median(&key, &out, &files),
+            Cmd::ThroughputDeflate(a) => {
+                let out = a.common.out.clone();
+                emit(deflate::throughput_deflate(a).await, out.as_deref())
+            }
+            Cmd::ReportDeflate(a) => deflate::report_deflate(a),
         }
     });
     // Session tasks that are still stuck (all bounded anyway) must not delay the exit.
@@ -1126,14 +1141,14 @@ async fn latency(a: LatArgs) -> Value {
             let n = txs.len() as u64;
             for k in 0..total {
                 let target = t0_std + Duration::from_nanos((k as f64 * period_ns) as u64);
-                let now = std::time::Instant::now();
+                let now = Instant::now().into_std();
                 if target > now {
                     std::thread::sleep(target - now);
                 } else {
                     max_late_ns = max_late_ns.max((now - target).as_nanos() as u64);
                 }
                 let _ = txs[(k % n) as usize].send(k); // a dead session is counted by its task
-                if std::time::Instant::now() > pacer_deadline {
+                if Instant::now().into_std() > pacer_deadline {
                     break;
                 }
             }
@@ -2036,7 +2051,12 @@ fn report(a: ReportArgs) -> i32 {
 fn ratio_pairs(suffix: &str) -> Vec<(String, String)> {
     ["nginx", "haproxy"]
         .iter()
-        .map(|o| (format!("wspulse{suffix}/{o}{suffix}"), format!("{o}{suffix}")))
+        .map(|o| {
+            (
+                format!("wspulse{suffix}/{o}{suffix}"),
+                format!("{o}{suffix}"),
+            )
+        })
         .collect()
 }
 

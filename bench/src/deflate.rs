@@ -979,29 +979,7 @@ pub fn report_deflate(a: ReportDeflateArgs) -> i32 {
                 .collect();
             s.push_str(&format!("| {t} | {} |\n", cells.join(" | ")));
         }
-        type Cell = fn(&Value) -> Option<String>;
-        let rows: [(&str, Cell); 3] = [
-            ("rounds better", |r| {
-                Some(format!(
-                    "{}/{}",
-                    r.get("won")?.as_u64()?,
-                    r.get("of")?.as_u64()?
-                ))
-            }),
-            ("median same-round ratio", |r| {
-                Some(format!("{:.2}×", r.get("median_ratio")?.as_f64()?))
-            }),
-            ("its 95 % interval", |r| {
-                let i = r.get("median_ratio_95")?.as_array()?;
-                Some(format!(
-                    "{:.2}–{:.2}× {}",
-                    i.first()?.as_f64()?,
-                    i.get(1)?.as_f64()?,
-                    r.get("verdict")?.as_str()?
-                ))
-            }),
-        ];
-        for (label, cell) in rows {
+        for (label, cell) in crate::ratio_rows() {
             for (name, _, paired) in &ratio_rows {
                 let cells: Vec<String> = paired
                     .iter()

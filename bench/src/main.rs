@@ -2086,29 +2086,7 @@ fn spread_md(
         md.push_str(&format!("| {t} | {} |\n", cells.join(" | ")));
     }
     // Two rows per other proxy and kind of figure: rounds better, then median ratio.
-    type Cell = fn(&Value) -> Option<String>;
-    let rows: [(&str, Cell); 3] = [
-        ("rounds better", |r| {
-            Some(format!(
-                "{}/{}",
-                r.get("won")?.as_u64()?,
-                r.get("of")?.as_u64()?
-            ))
-        }),
-        ("median same-round ratio", |r| {
-            Some(format!("{:.2}×", r.get("median_ratio")?.as_f64()?))
-        }),
-        ("its 95 % interval", |r| {
-            let i = r.get("median_ratio_95")?.as_array()?;
-            Some(format!(
-                "{:.2}–{:.2}× {}",
-                i.first()?.as_f64()?,
-                i.get(1)?.as_f64()?,
-                r.get("verdict")?.as_str()?
-            ))
-        }),
-    ];
-    for (label, cell) in rows {
+    for (label, cell) in ratio_rows() {
         for (name, _) in pairs {
             let Some(w) = won.get(name) else { continue };
             let cells: Vec<String> = KEYS
@@ -2134,6 +2112,35 @@ fn write_atomic(p: &Path, text: &str) -> i32 {
             1
         }
     }
+}
+
+/// How a ratio summary (`won`/`of`, `median_ratio`, `median_ratio_95` and
+/// `verdict`) is shown: one table row each, its label and its cell.
+pub(crate) type RatioCell = fn(&Value) -> Option<String>;
+
+/// The three rows every comparison table gives per other proxy.
+pub(crate) fn ratio_rows() -> [(&'static str, RatioCell); 3] {
+    [
+        ("rounds better", |r| {
+            Some(format!(
+                "{}/{}",
+                r.get("won")?.as_u64()?,
+                r.get("of")?.as_u64()?
+            ))
+        }),
+        ("median same-round ratio", |r| {
+            Some(format!("{:.2}×", r.get("median_ratio")?.as_f64()?))
+        }),
+        ("its 95 % interval", |r| {
+            let i = r.get("median_ratio_95")?.as_array()?;
+            Some(format!(
+                "{:.2}–{:.2}× {}",
+                i.first()?.as_f64()?,
+                i.get(1)?.as_f64()?,
+                r.get("verdict")?.as_str()?
+            ))
+        }),
+    ]
 }
 
 #[cfg(test)]

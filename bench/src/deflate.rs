@@ -9,28 +9,28 @@
 //!   distinct message is compressed once, before the clock starts (no context takeover
 //!   either way, so a message's compressed bytes never depend on the ones before it). It
 //!   reports msg/s, the proxy's CPU per message and the wire bytes per payload byte.
-//! - `report-deflate`: adds that line to the report `wsbench report` wrote: its own table in
-//!   `latest.md` and its keys in `latest.json`.
+//! - [`LINE`]: that line of the report, which `wsbench report-line --line deflate` adds to
+//!   what `wsbench report` wrote ([`crate::line`]).
 
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Args;
 use futures_util::StreamExt;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout_at};
 use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 
+use crate::line::{Figure, Line};
 use crate::pmd::{self, FrameError, Head};
 use crate::{
-    Common, Errors, Procs, expand_pids, host_port, join_all_bounded, join_load, min_max, read_json,
-    round2, same_rounds, secs, verdict, watch_load, write_atomic,
+    Common, Errors, Procs, expand_pids, host_port, join_all_bounded, join_load, round2, secs,
+    watch_load,
 };
 
 /// The four bytes a sync flush ends with, which permessage-deflate leaves off the wire
@@ -63,31 +63,6 @@ pub struct TpzArgs {
     /// Concurrent connection attempts while opening the sessions.
     #[arg(long, default_value_t = 50)]
     connect_concurrency: usize,
-}
-
-#[derive(Args, Debug)]
-pub struct ReportDeflateArgs {
-    /// Directory with one subdirectory per target holding tpz.json (the median round) and
-    /// notes.txt, as for `report`.
-    #[arg(long)]
-    dir: PathBuf,
-    /// bench/run's rounds directory (`N/TARGET/tpz.json`): every round's figures.
-    #[arg(long)]
-    rounds: PathBuf,
-    #[arg(long, default_value = "direct,wspulse,nginx,haproxy")]
-    targets: String,
-    /// The `latest.md` that `report` wrote: the line's table is appended.
-    #[arg(long)]
-    md: PathBuf,
-    /// The `latest.json` that `report` wrote: the line's keys are added.
-    #[arg(long)]
-    json: PathBuf,
-    /// As `report --busy-threshold`.
-    #[arg(long, default_value_t = 0.1)]
-    busy_threshold: f64,
-    /// As `report --saturated-threshold`.
-    #[arg(long, default_value_t = 0.95)]
-    saturated_threshold: f64,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -725,275 +700,65 @@ impl Session {
 }
 
 // ---------------------------------------------------------------------------------------
-// report-deflate
+// the line in the report
 
-/// The line's figures: (key in latest.json, field of tpz.json, higher is better).
-const LINE: [(&str, &str, bool); 3] = [
-    ("throughput_4k_deflate", "msgs_per_s", true),
-    ("cpu_s_per_million_deflate", "cpu_s_per_million", false),
-    ("wire_per_payload_deflate", "wire_per_payload", false),
-];
-
-fn fmt_cell(key: &str, v: Option<f64>) -> String {
-    match v {
-        None => "—".into(),
-        Some(x) => match key {
-            "cpu_s_per_million_deflate" => format!("{x:.2}"),
-            "wire_per_payload_deflate" => format!("{x:.3}"),
-            _ => format!("{}", x.round() as i64),
+/// The compressed-traffic line of the report (`wsbench report-line --line deflate`).
+pub const LINE: Line = Line {
+    title: "Compressed traffic: permessage-deflate",
+    phases: &[("tpz", "4 KiB deflate")],
+    figures: &[
+        Figure {
+            key: "throughput_4k_deflate",
+            phase: "tpz",
+            field: "msgs_per_s",
+            higher_is_better: true,
+            column: "msg/s 4 KiB deflate",
+            decimals: 0,
         },
-    }
-}
-
-/// Round number → figure of one field, from `rounds/N/TARGET/tpz.json`.
-fn rounds_of(rounds: &Path, target: &str, field: &str) -> std::collections::BTreeMap<u64, f64> {
-    let Ok(rd) = std::fs::read_dir(rounds) else {
-        return Default::default();
-    };
-    rd.flatten()
-        .take(10_000)
-        .filter_map(|e| {
-            let r: u64 = e.file_name().to_str()?.parse().ok()?;
-            let v = read_json(&e.path().join(target).join("tpz.json"))?;
-            Some((r, v.get(field)?.as_f64().filter(|x| x.is_finite())?))
-        })
-        .collect()
-}
-
-/// The notes of a target's line: why it is empty, or why its figures should not be used.
-fn line_notes(v: Option<&Value>, a: &ReportDeflateArgs) -> Vec<String> {
-    let Some(v) = v else {
-        return vec!["no figure (see the notes of the table above)".into()];
-    };
-    let f = |k: &str| v.get(k).and_then(Value::as_f64);
-    let mut notes = Vec::new();
-    if let (Some(open), Some(z)) = (f("sessions_open"), f("sessions_deflate"))
-        && z < open
-    {
-        notes.push(format!(
-            "permessage-deflate negotiated on {z} of {open} sessions (answer: {})",
-            v.get("extension_answer")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .unwrap_or("none")
-        ));
-    }
-    if let Some(x) = f("foreign_cpu_cores")
-        && x > a.busy_threshold
-    {
-        notes.push(format!(
-            "busy machine: other processes used {x:.2} cores; figures unreliable"
-        ));
-    }
-    if let Some(h) = f("harness_cpu_cores")
-        && h >= a.saturated_threshold
-    {
-        let own = f("target_cpu_cores").map_or(String::new(), |c| format!(", the target's {c:.2}"));
-        notes.push(format!(
-            "bounded by the load generator's core ({h:.2} cores busy{own})"
-        ));
-    }
-    notes
-}
-
-/// wspulse against one other proxy on each figure of [`LINE`]: "wspulse/OTHER", the ratio
-/// of the median rounds, and the same-round comparison (`rounds_won`'s JSON).
-type RatioRow = (String, Vec<Option<f64>>, Vec<Option<Value>>);
-
-pub fn report_deflate(a: ReportDeflateArgs) -> i32 {
-    let targets: Vec<String> = a
-        .targets
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let Some(mut out) = read_json(&a.json) else {
-        eprintln!("wsbench report-deflate: cannot read {}", a.json.display());
-        return 1;
-    };
-    let Ok(mut md) = std::fs::read_to_string(&a.md) else {
-        eprintln!("wsbench report-deflate: cannot read {}", a.md.display());
-        return 1;
-    };
-    let phase: Map<String, Value> = targets
-        .iter()
-        .filter_map(|t| Some((t.clone(), read_json(&a.dir.join(t).join("tpz.json"))?)))
-        .collect();
-    let figure =
-        |t: &str, field: &str| phase.get(t)?.get(field)?.as_f64().filter(|x| x.is_finite());
-    // Every round's figures, per target, in the order of LINE.
-    let per_round: Vec<(String, Vec<_>)> = targets
-        .iter()
-        .map(|t| {
-            let v = LINE.iter().map(|l| rounds_of(&a.rounds, t, l.1)).collect();
-            (t.clone(), v)
-        })
-        .collect();
-    let many_rounds = per_round.iter().any(|(_, v)| v.iter().any(|m| m.len() > 1));
-
-    // latest.json
-    let obj = |v: &mut Value, k: &str| -> Option<Map<String, Value>> {
-        v.as_object_mut()?.remove(k)?.as_object().cloned()
-    };
-    let (mut tj, mut ratios, mut won, mut spread, mut details, mut notes_j) = (
-        obj(&mut out, "targets").unwrap_or_default(),
-        obj(&mut out, "ratios").unwrap_or_default(),
-        obj(&mut out, "rounds_won").unwrap_or_default(),
-        obj(&mut out, "spread").unwrap_or_default(),
-        obj(&mut out, "details").unwrap_or_default(),
-        obj(&mut out, "notes").unwrap_or_default(),
-    );
-    let insert = |m: &mut Map<String, Value>, t: &str, k: &str, v: Value| {
-        let e = m.entry(t.to_string()).or_insert_with(|| json!({}));
-        if let Some(o) = e.as_object_mut() {
-            o.insert(k.to_string(), v);
+        Figure {
+            key: "cpu_s_per_million_deflate",
+            phase: "tpz",
+            field: "cpu_s_per_million",
+            higher_is_better: false,
+            column: "CPU s per 1M msgs",
+            decimals: 2,
+        },
+        Figure {
+            key: "wire_per_payload_deflate",
+            phase: "tpz",
+            field: "wire_per_payload",
+            higher_is_better: false,
+            column: "wire/payload",
+            decimals: 3,
+        },
+    ],
+    about: |n| {
+        let n = |f: &str| n("tpz", f);
+        let mut s = format!(
+            "- msg/s 4 KiB deflate: {} sessions, window 1 (as the 16 KiB line): each sends a {}-byte JSON-like text message compressed with permessage-deflate (RSV1 set; `{}` offered by the load generator and answered by the echo, `wsbench-echo --deflate`, which sends every frame back as it came) and waits for its echo. {} distinct messages, each compressed once before the clock starts, {} bytes compressed on average. Counts echoed round trips per second.\n",
+            n("sessions_requested"),
+            n("size_bytes"),
+            pmd::DEFLATE_NO_TAKEOVER,
+            n("distinct_messages"),
+            n("compressed_mean_bytes"),
+        );
+        s.push_str("- CPU s per 1M msgs: the proxy's utime+stime over the same window, per million round trips. wire/payload: bytes of the echoed data frames the load generator received, headers included, divided by the uncompressed size of the messages they carry: what crosses the client's connection per byte of message (a proxy that inflated would show about 1).\n");
+        s
+    },
+    notes: |v| {
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        match (f("sessions_open"), f("sessions_deflate")) {
+            (Some(open), Some(z)) if z < open => vec![format!(
+                "permessage-deflate negotiated on {z} of {open} sessions (answer: {})",
+                v.get("extension_answer")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("none")
+            )],
+            _ => Vec::new(),
         }
-    };
-    let mut notes_of: Vec<(String, Vec<String>)> = Vec::new();
-    for t in &targets {
-        for (key, field, _) in LINE {
-            insert(&mut tj, t, key, json!(figure(t, field)));
-        }
-        if let Some(v) = phase.get(t) {
-            insert(&mut details, t, "tpz", v.clone());
-        }
-        let notes = line_notes(phase.get(t), &a);
-        if let Some(arr) = notes_j
-            .entry(t.clone())
-            .or_insert_with(|| json!([]))
-            .as_array_mut()
-        {
-            arr.extend(notes.iter().map(|n| json!(format!("4 KiB deflate: {n}"))));
-        }
-        notes_of.push((t.clone(), notes));
-    }
-    for (t, lines) in &per_round {
-        for ((key, _, _), v) in LINE.iter().zip(lines) {
-            if let Some((lo, hi)) = min_max(v) {
-                insert(
-                    &mut spread,
-                    t,
-                    key,
-                    json!({ "min": lo, "max": hi, "rounds": v.len() }),
-                );
-            }
-        }
-    }
-    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
-    let mut ratio_rows: Vec<RatioRow> = Vec::new();
-    for other in ["nginx", "haproxy"] {
-        let name = format!("wspulse/{other}");
-        if !(targets.iter().any(|t| t == "wspulse") && targets.iter().any(|t| t == other)) {
-            continue;
-        }
-        let rounds = |t: &str| per_round.iter().find(|(x, _)| x == t).map(|(_, v)| v);
-        let (mut ratio, mut paired) = (Vec::new(), Vec::new());
-        for (i, (key, field, higher)) in LINE.iter().enumerate() {
-            let r = match (figure("wspulse", field), figure(other, field)) {
-                (Some(x), Some(y)) if y != 0.0 => Some(r3(x / y)),
-                _ => None,
-            };
-            insert(&mut ratios, &name, key, json!(r));
-            ratio.push(r);
-            let p = match (rounds("wspulse"), rounds(other)) {
-                (Some(w), Some(o)) => Some(same_rounds(&w[i], &o[i], *higher)),
-                _ => None,
-            };
-            let cell = p.filter(|p| p.of > 0).map(|p| {
-                let interval = p.interval.map(|(lo, hi)| [r3(lo), r3(hi)]);
-                let v = p.interval.map(|(lo, hi)| verdict(lo, hi, *higher));
-                json!({ "won": p.won, "of": p.of, "median_ratio": p.median_ratio.map(r3),
-                        "median_ratio_95": interval, "verdict": v })
-            });
-            if let Some(c) = &cell {
-                insert(&mut won, &name, key, c.clone());
-            }
-            paired.push(cell);
-        }
-        ratio_rows.push((name, ratio, paired));
-    }
-    if let Some(o) = out.as_object_mut() {
-        o.insert("targets".into(), Value::Object(tj));
-        o.insert("ratios".into(), Value::Object(ratios));
-        o.insert("rounds_won".into(), Value::Object(won));
-        o.insert("spread".into(), Value::Object(spread));
-        o.insert("notes".into(), Value::Object(notes_j));
-        o.insert("details".into(), Value::Object(details));
-    }
-
-    // latest.md
-    let any = |field: &str| phase.values().find_map(|v| v.get(field).cloned());
-    let n = |field: &str| {
-        any(field)
-            .and_then(|v| v.as_f64())
-            .map_or("?".into(), |x| format!("{x}"))
-    };
-    let mut s = String::from("\n### Compressed traffic: permessage-deflate\n\n");
-    s.push_str(&format!(
-        "- msg/s 4 KiB deflate: {} sessions, window 1 (as the 16 KiB line): each sends a {}-byte JSON-like text message compressed with permessage-deflate (RSV1 set; `{}` offered by the load generator and answered by the echo, `wsbench-echo --deflate`, which sends every frame back as it came) and waits for its echo. {} distinct messages, each compressed once before the clock starts, {} bytes compressed on average. Counts echoed round trips per second.\n",
-        n("sessions_requested"),
-        n("size_bytes"),
-        pmd::DEFLATE_NO_TAKEOVER,
-        n("distinct_messages"),
-        n("compressed_mean_bytes"),
-    ));
-    s.push_str("- CPU s per 1M msgs: the proxy's utime+stime over the same window, per million round trips. wire/payload: bytes of the echoed data frames the load generator received, headers included, divided by the uncompressed size of the messages they carry: what crosses the client's connection per byte of message (a proxy that inflated would show about 1).\n\n");
-    s.push_str(
-        "| target | msg/s 4 KiB deflate | CPU s per 1M msgs | wire/payload | errors | notes |\n",
-    );
-    s.push_str("|---|---:|---:|---:|---:|---|\n");
-    for (t, notes) in &notes_of {
-        let cells: Vec<String> = LINE.iter().map(|l| fmt_cell(l.0, figure(t, l.1))).collect();
-        let errors = phase
-            .get(t)
-            .and_then(|v| v.get("errors_total"))
-            .and_then(Value::as_u64)
-            .map_or("—".into(), |e| e.to_string());
-        s.push_str(&format!(
-            "| {t} | {} | {errors} | {} |\n",
-            cells.join(" | "),
-            notes.join("; ").replace('|', "\\|")
-        ));
-    }
-    for (name, ratio, _) in &ratio_rows {
-        let cells: Vec<String> = ratio
-            .iter()
-            .map(|r| r.map_or("—".into(), |x| format!("{x:.2}×")))
-            .collect();
-        s.push_str(&format!("| *{name}* | {} | | |\n", cells.join(" | ")));
-    }
-    if many_rounds {
-        s.push_str("\nAcross rounds, as in the table above: lowest–highest round per target; against each other proxy the rounds in which wspulse did better, the median same-round ratio and its 95 % interval with the verdict.\n\n");
-        s.push_str("| target | msg/s 4 KiB deflate | CPU s per 1M msgs | wire/payload |\n");
-        s.push_str("|---|---:|---:|---:|\n");
-        for (t, lines) in &per_round {
-            let cells: Vec<String> = LINE
-                .iter()
-                .zip(lines)
-                .map(|(l, v)| match min_max(v) {
-                    Some((lo, hi)) => {
-                        format!("{}–{}", fmt_cell(l.0, Some(lo)), fmt_cell(l.0, Some(hi)))
-                    }
-                    None => "—".into(),
-                })
-                .collect();
-            s.push_str(&format!("| {t} | {} |\n", cells.join(" | ")));
-        }
-        for (label, cell) in crate::ratio_rows() {
-            for (name, _, paired) in &ratio_rows {
-                let cells: Vec<String> = paired
-                    .iter()
-                    .map(|p| p.as_ref().and_then(cell).unwrap_or_else(|| "—".into()))
-                    .collect();
-                s.push_str(&format!("| *{name}: {label}* | {} |\n", cells.join(" | ")));
-            }
-        }
-    }
-    print!("{s}");
-    md.push_str(&s);
-    let text = serde_json::to_string_pretty(&out).unwrap_or_else(|_| "{}".into());
-    write_atomic(&a.json, &format!("{text}\n")) | write_atomic(&a.md, &md)
-}
+    },
+};
 
 #[cfg(test)]
 mod tests {

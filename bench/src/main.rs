@@ -13,7 +13,12 @@
 //! - `probe`: one session (connect, one echo, close); exit 0 if it worked.
 //! - `free-ports`: print N currently free loopback TCP ports.
 //! - `report`: merge the per-phase JSON files of a run into the markdown table and JSON.
-//! - `throughput-deflate`, `report-deflate`: the permessage-deflate line (`deflate.rs`).
+//!   Also the proxy's on-CPU time and wake-ups per round trip over the measured window,
+//!   exact from schedstat: bench/run's steady-load line (`steady.rs`) is this phase at a
+//!   moderate rate.
+//! - `throughput-deflate`: the permessage-deflate line (`deflate.rs`).
+//! - `report-line`: a line beside the main table (deflate, steady) added to the report
+//!   (`line.rs`).
 //!
 //! Robustness rules: every loop is bounded by a count and a deadline, every network wait has
 //! a timeout, and failures are counted by kind in the `errors` map instead of panicking.
@@ -115,7 +120,9 @@ fn tls_connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, String> {
 }
 
 mod deflate;
+mod line;
 mod pmd;
+mod steady;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -173,8 +180,9 @@ enum Cmd {
     },
     /// Closed-loop round trips of 4 KiB JSON-like text over permessage-deflate (raw frames).
     ThroughputDeflate(deflate::TpzArgs),
-    /// Add the permessage-deflate line to the latest.md and latest.json `report` wrote.
-    ReportDeflate(deflate::ReportDeflateArgs),
+    /// Add a line (`deflate`: compressed traffic; `steady`: CPU per round trip at a steady
+    /// rate) to the latest.md and latest.json `report` wrote.
+    ReportLine(line::LineArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -387,7 +395,14 @@ fn main() {
                 let out = a.common.out.clone();
                 emit(deflate::throughput_deflate(a).await, out.as_deref())
             }
-            Cmd::ReportDeflate(a) => deflate::report_deflate(a),
+            Cmd::ReportLine(a) => match a.line.as_str() {
+                "deflate" => line::report_line(a, &deflate::LINE),
+                "steady" => line::report_line(a, &steady::LINE),
+                other => {
+                    eprintln!("wsbench report-line: no line {other:?} (deflate or steady)");
+                    2
+                }
+            },
         }
     });
     // Session tasks that are still stuck (all bounded anyway) must not delay the exit.
@@ -442,8 +457,10 @@ fn median(key: &str, out: &Path, files: &[PathBuf]) -> i32 {
 
 /// Figures of a phase result kept for every round (for the report's spread and
 /// round-by-round comparison).
-const ROUND_KEYS: [&str; 8] = [
+const ROUND_KEYS: [&str; 10] = [
     "msgs_per_s",
+    "cpu_us_per_rt",
+    "runs_per_rt",
     "p50_us",
     "p99_us",
     "p999_us",
@@ -742,6 +759,51 @@ fn rss_kib_of(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// On-CPU nanoseconds and runs (times the kernel put a thread on a CPU), summed over every
+/// thread of `pids`, from /proc/PID/task/TID/schedstat: exact to the nanosecond, where
+/// utime+stime counts 10 ms ticks, and the runs count the wake-ups. A thread that ends
+/// between two samples takes its share with it; the proxies measured keep their threads.
+fn sched_of(pids: &[u32]) -> Option<(u64, u64)> {
+    let mut sum: Option<(u64, u64)> = None;
+    for p in pids {
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for e in rd.flatten().take(100_000) {
+            let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) else {
+                continue;
+            };
+            let f: Vec<u64> = s
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if let [ns, _wait, runs] = f[..] {
+                let (a, b) = sum.unwrap_or((0, 0));
+                sum = Some((a + ns, b + runs));
+            }
+        }
+    }
+    sum
+}
+
+/// The measured processes' [`sched_of`] between `start` and `end`: (on-CPU ns, runs,
+/// seconds between the two samples). The process list is read once, before `start`.
+async fn sched_window(procs: Procs, start: Instant, end: Instant) -> Option<(u64, u64, f64)> {
+    if !procs.active() {
+        return None;
+    }
+    let pids = expand_pids(&procs.roots);
+    tokio::time::sleep_until(start).await;
+    let (a, t_a) = (sched_of(&pids)?, Instant::now());
+    tokio::time::sleep_until(end).await;
+    let (b, t_b) = (sched_of(&pids)?, Instant::now());
+    Some((
+        b.0.saturating_sub(a.0),
+        b.1.saturating_sub(a.1),
+        (t_b - t_a).as_secs_f64(),
+    ))
 }
 
 #[derive(Clone)]
@@ -1162,14 +1224,17 @@ async fn latency(a: LatArgs) -> Value {
         }
     };
 
-    // Foreign load over the measured part of the schedule (warm-up end .. last send).
-    let load = tokio::spawn(watch_load(
-        procs.clone(),
-        t0 + secs(a.warmup),
-        t0 + secs(a.warmup + a.duration),
-    ));
+    // Foreign load, and the proxy's own CPU, over the measured part of the schedule
+    // (warm-up end .. last send).
+    let (w0, w1) = (t0 + secs(a.warmup), t0 + secs(a.warmup + a.duration));
+    let load = tokio::spawn(watch_load(procs.clone(), w0, w1));
+    let cpu = tokio::spawn(sched_window(procs.clone(), w0, w1));
     let outs = join_all_bounded(handles, hard_deadline, &errors).await;
     let (foreign, foreign_peak) = join_load(load).await;
+    let cpu = match timeout(Duration::from_secs(5), cpu).await {
+        Ok(Ok(c)) => c,
+        _ => None,
+    };
     let max_late_ns = match pacer {
         Some(p) => tokio::task::spawn_blocking(move || p.join().unwrap_or(0))
             .await
@@ -1194,6 +1259,8 @@ async fn latency(a: LatArgs) -> Value {
             Some(h.value_at_quantile(p))
         }
     };
+    // Per round trip recorded: each of them was scheduled inside the CPU window.
+    let per_rt = |x: f64| (!sched.is_empty()).then(|| round2(x / sched.len() as f64));
     let (ej, et) = errors.to_json();
     json!({
         "phase": "latency",
@@ -1219,6 +1286,10 @@ async fn latency(a: LatArgs) -> Value {
         "service_p99_us": q(&service, 0.99),
         "service_p999_us": q(&service, 0.999),
         "pacer_max_late_us": max_late_ns / 1000,
+        "target_cpu_s": cpu.map(|c| c.0 as f64 / 1e9),
+        "target_cpu_cores": cpu.and_then(|c| (c.2 > 0.0).then(|| round2(c.0 as f64 / 1e9 / c.2))),
+        "cpu_us_per_rt": cpu.and_then(|c| per_rt(c.0 as f64 / 1000.0)),
+        "runs_per_rt": cpu.and_then(|c| per_rt(c.1 as f64)),
         "foreign_cpu_cores": foreign,
         "foreign_cpu_cores_peak": foreign_peak,
         "errors": ej,

@@ -41,7 +41,9 @@
 //! surprise is reported, never a panic. The reconnecting groups are
 //! checked by [`check::check_reconnects`] (`demo check: reconnects as
 //! injected: …`, exit 1 on a mismatch): every session counted as the
-//! crash it was and every reconnect observed, the no-backoff group at
+//! crash it was and every reconnect observed (one per client may be
+//! measured against the ending before, should it race the record of its
+//! previous ending), the no-backoff group at
 //! least 90 % within 1 s, the backoff group's p50 at least twice the
 //! no-backoff group's, and its delays growing (3rd–6th reconnects at
 //! least twice the first, on average). A run too short to judge them

@@ -72,7 +72,8 @@
 //!   tests reuse, the meaning table, the diagnosis, the admin client.
 //! - [`demo`]: `wspulse demo`, the proxy, an upstream and synthetic clients in
 //!   one process, with a live table of what the proxy records: scenarios,
-//!   snapshot, table, check.
+//!   reconnecting clients (no backoff, backoff with jitter), snapshot,
+//!   table, check.
 //!
 //! `main.rs` parses the CLI (`run`, `check`, `explain`, `demo`) and calls
 //! into the library.

@@ -245,3 +245,42 @@ async fn tracking_is_bounded_by_track_whatever_clients_send() {
     let text = proxy.scrape().await;
     assert_eq!(metric(&text, "wspulse_clients_tracked", &[]), 100.0);
 }
+
+/// A reconnect storm, live: the upstream drops 25 sessions of 25 distinct
+/// clients, they all come straight back, and `explain`'s diagnosis of the
+/// scrape names the storm with its counts. (The timing margin: the finding
+/// needs 20 of the 25 back within 1 s of their ending; they reconnect as
+/// soon as the last ending is counted.)
+#[tokio::test]
+async fn a_storm_after_an_upstream_crash_is_diagnosed() {
+    let echo = EchoServer::start().await.unwrap();
+    let mut s = settings(&echo.url());
+    header_identity(&mut s);
+    let proxy = start_proxy(s).await;
+    const N: usize = 25;
+    for i in 0..N {
+        let mut c = client(&proxy, &format!("phone-{i}")).await;
+        c.send(true, wspulse::protocol::opcode::TEXT, b"drop")
+            .await
+            .unwrap();
+        assert_eq!(c.expect_close().await.unwrap().close_code(), Some(1014));
+    }
+    proxy.wait_ended(N as u64).await;
+    let mut back = Vec::new();
+    for i in 0..N {
+        back.push(client(&proxy, &format!("phone-{i}")).await);
+    }
+    let text = proxy.scrape().await;
+    assert_eq!(delays(&text, "abnormal", "upstream").0, N as f64);
+    let d = wspulse::explain::diagnose(&text);
+    assert!(
+        d.contains("A reconnect storm after upstream crashes: "),
+        "{d}"
+    );
+    assert!(
+        d.contains("% of the 25 sessions the upstream ended abnormally"),
+        "{d}"
+    );
+    drop(back);
+    proxy.finish().await;
+}

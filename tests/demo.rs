@@ -28,7 +28,9 @@ const EXPECTED_ROWS: &[&[&str]] = &[
 ];
 
 /// Runs `wspulse demo --duration 5` (killed past 30 s): exit 0, a final
-/// table with a non-zero row for every scenario, and a clean check line.
+/// table with a non-zero row for every scenario, the reconnecting groups
+/// apart, and clean check lines (every check of the groups made, none
+/// left unchecked: 5 s is enough for each backoff client's 4th reconnect).
 #[test]
 fn demo_runs_every_scenario_and_checks_out() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wspulse"))
@@ -103,4 +105,32 @@ fn demo_runs_every_scenario_and_checks_out() {
         "{final_table}"
     );
     assert!(out.contains("/metrics"), "the admin URL is printed: {out}");
+
+    // The reconnecting groups, each from its own instance's histogram:
+    // group, sessions, reconnects, p50, p90, share < 1 s.
+    assert!(
+        final_table.contains("reconnects after an abnormal ending"),
+        "{final_table}"
+    );
+    for group in ["no-backoff", "backoff"] {
+        let line = final_table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(group))
+            .unwrap_or_else(|| panic!("no {group} line in:\n{final_table}"));
+        let reconnects: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(reconnects >= 5, "{group}: too few reconnects: {line}");
+    }
+    let reconnect_check = final_table
+        .lines()
+        .find(|l| l.starts_with("demo check: reconnects"))
+        .unwrap_or_else(|| panic!("no reconnect check line:\n{final_table}"));
+    for held in [
+        "demo check: reconnects as injected:",
+        "within 1 s",
+        "x no-backoff's",
+        "backoff delays grow",
+    ] {
+        assert!(reconnect_check.contains(held), "{held}: {final_table}");
+    }
+    assert!(!final_table.contains("not checked"), "{final_table}");
 }

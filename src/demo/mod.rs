@@ -17,17 +17,37 @@
 //!   once, so each instance has its own; the table sums both, and both
 //!   `/metrics` addresses are printed;
 //! - synthetic clients that, round after round, end sessions in every way
-//!   the proxy tells apart ([`Scenario`]).
+//!   the proxy tells apart ([`Scenario`]);
+//! - two groups of reconnecting clients ([`reconnect`]), each on a proxy
+//!   instance of its own (same settings plus `clients.identity =
+//!   "header:X-Demo-Client"`): their sessions end by an upstream crash
+//!   after 200 ms, and they come back at once (`no-backoff`: within
+//!   0–50 ms) or with exponential backoff and full jitter (`backoff`:
+//!   0–250 ms·2ⁿ, capped at 4 s). With the histogram's labels only
+//!   `class`/`side`, an instance per group is what keeps the two
+//!   distributions apart honestly; their sessions are not in the rows
+//!   above, they have their own section and check.
 //!
 //! Every number in the table is parsed from
 //! [`crate::metrics::Metrics::encode`], the same
-//! text `/metrics` serves, never from the demo's own bookkeeping. The demo
+//! text `/metrics` serves, never from the demo's own bookkeeping (the
+//! growth of the backoff group's delays comes from its instance's
+//! `/closures` records, read in-process). The demo
 //! also knows what it injected: at the end it compares, row by row, what
 //! each scenario must produce with the registries' deltas since the start,
 //! and prints `demo check: N scenarios, all classified as injected` or
 //! every mismatch (exit 1). What the clients themselves saw (the Close
 //! code the proxy sent them, the HTTP status) is checked too, and every
-//! surprise is reported, never a panic.
+//! surprise is reported, never a panic. The reconnecting groups are
+//! checked by [`check::check_reconnects`] (`demo check: reconnects as
+//! injected: …`, exit 1 on a mismatch): every session counted as the
+//! crash it was and every reconnect observed (one per client may be
+//! measured against the ending before, should it race the record of its
+//! previous ending), the no-backoff group at
+//! least 90 % within 1 s, the backoff group's p50 at least twice the
+//! no-backoff group's, and its delays growing (3rd–6th reconnects at
+//! least twice the first, on average). A run too short to judge them
+//! (under about 4 s) says what it did not check instead of failing.
 //!
 //! | scenario                | what happens                                          | row (code side cause)               |
 //! |-------------------------|-------------------------------------------------------|-------------------------------------|
@@ -47,14 +67,21 @@
 //! | `rejected-403`          | path `/reject/403`: the upstream answers 403          | HTTP 403 (handshake rejection)      |
 //! | `unreachable-502`       | via the second instance: nothing listens upstream     | HTTP 502 (connect failure, refused) |
 //!
+//! | reconnecting group | clients | each session                         | then waits, before reconnect `n`     | section of the table (own instance)               |
+//! |--------------------|---------|--------------------------------------|--------------------------------------|---------------------------------------------------|
+//! | `no-backoff`       | 3       | 200 ms, then the upstream crashes (`drop`) | 0–50 ms                        | sessions, reconnects, p50, p90, share < 1 s       |
+//! | `backoff`          | 6       | the same                             | 0–min(4 s, 250 ms·2ⁿ), full jitter   | the same                                          |
+//!
 //! The clients speak through the kit's raw-frame peer
 //! ([`crate::kit::raw`]): they must send what well-behaved libraries refuse
 //! to (an unmasked frame), read codes some refuse to read (1014), and
 //! reset or abandon a socket at a precise moment.
 //!
 //! The parts: [`scenarios`] (what each client does and the row it must
-//! produce), [`snapshot`] (the registries' text read back), [`table`] (the
-//! rendering), [`mod@check`] (injected against recorded); this file runs them.
+//! produce), [`reconnect`] (the reconnecting groups and what their
+//! instances recorded), [`snapshot`] (the registries' text read back),
+//! [`table`] (the rendering), [`mod@check`] (injected against recorded);
+//! this file runs them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -65,17 +92,20 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ConfigErrors, Settings};
 use crate::kit::EchoServer;
 use crate::server::{Running, StartError};
 
 pub mod check;
+pub mod reconnect;
 pub mod scenarios;
 pub mod snapshot;
 pub mod table;
 
-use check::{check, check_report};
+use check::{Made, check, check_reconnects, check_report};
+use reconnect::{ClientReport, FirstReconnects, Group, GroupRow};
 use scenarios::{CYCLE, Report, Scenario, Targets};
 use snapshot::{RowKey, Snapshot, rates};
 use table::{Endpoints, View, render};
@@ -111,13 +141,24 @@ pub fn run(duration: Option<Duration>) -> ExitCode {
 /// The demo's proxy settings, through the normal loader (and its
 /// validation); the process environment is deliberately not consulted.
 pub fn demo_settings(upstream_url: &str) -> Result<Settings, ConfigErrors> {
+    settings_with(upstream_url, "")
+}
+
+/// The settings of a reconnecting group's instance: the demo's, with each
+/// client identified by the header [`reconnect::HEADER`].
+pub fn group_settings(upstream_url: &str) -> Result<Settings, ConfigErrors> {
+    let clients = format!("[clients]\nidentity = \"header:{}\"\n", reconnect::HEADER);
+    settings_with(upstream_url, &clients)
+}
+
+fn settings_with(upstream_url: &str, more: &str) -> Result<Settings, ConfigErrors> {
     let toml = format!(
         "[listen]\naddr = \"127.0.0.1:0\"\n\
          [upstream]\nurl = \"{upstream_url}\"\nconnect_timeout = \"2s\"\n\
          [keepalive]\ninterval = \"1s\"\ntimeout = \"1s\"\n\
          [limits]\nmax_message_size = {MAX_MESSAGE}\nmax_frame_size = {MAX_MESSAGE}\n\
          [admin]\naddr = \"127.0.0.1:0\"\n\
-         [shutdown]\ndrain_timeout = \"2s\"\n"
+         [shutdown]\ndrain_timeout = \"2s\"\n{more}"
     );
     config::load_str(&toml, &Default::default())
 }
@@ -155,10 +196,14 @@ async fn run_async(duration: Option<Duration>) -> Result<bool, DemoError> {
     let started = Instant::now();
     let mut book = Book::default();
     let mut tasks = JoinSet::new();
+    let stop = CancellationToken::new();
+    let mut groups = stage.start_groups(&stop);
     live(
         &stage, &baseline, started, tty, duration, &mut book, &mut tasks,
     )
     .await;
+    // The reconnecting clients finish the session they are in and stop.
+    stop.cancel();
 
     // Wind down: no new scenarios; let those in flight finish (each wait
     // of theirs is bounded), then let the proxy count their sessions.
@@ -169,14 +214,16 @@ async fn run_async(duration: Option<Duration>) -> Result<bool, DemoError> {
         tasks.len()
     ));
     let cut = tokio::select! {
-        _ = wind_down(&stage, &mut book, &mut tasks) => false,
+        _ = wind_down(&stage, &mut book, &mut tasks, &mut groups) => false,
         _ = ctrl_c() => true,
     };
-    let in_flight = tasks.len();
+    let in_flight = tasks.len() + groups.len();
     tasks.abort_all();
+    groups.abort_all();
 
     let snap = stage.scrape().since(&baseline);
-    let (report, ok) = final_report(&stage.endpoints, &book, &snap, ran_for, cut, in_flight);
+    stage.poll_first_reconnects();
+    let (report, ok) = final_report(&stage, &book, &snap, ran_for, cut, in_flight);
     show(tty, &report);
     stage.stop().await;
     Ok(ok)
@@ -184,6 +231,9 @@ async fn run_async(duration: Option<Duration>) -> Result<bool, DemoError> {
 
 /// The scenarios' tasks: each says which scenario, its number, and how it went.
 type Tasks = JoinSet<(Scenario, u64, Report)>;
+
+/// The reconnecting clients' tasks: each says its group and what it did.
+type GroupTasks = JoinSet<(Group, usize, ClientReport)>;
 
 /// Everything the demo runs besides its clients.
 struct Stage {
@@ -195,7 +245,14 @@ struct Stage {
     main: Running,
     /// The instance whose upstream is `hole`.
     unreachable: Running,
+    /// One instance per reconnecting group ([`Group::ALL`] order), so that
+    /// each group's `wspulse_reconnect_delay_seconds` is its own.
+    groups: [Running; 2],
     endpoints: Endpoints,
+    /// `/metrics` URLs of the groups' instances.
+    group_metrics: Vec<String>,
+    /// The backoff clients' first reconnects, from its instance's ring.
+    first_reconnects: std::sync::Mutex<FirstReconnects>,
 }
 
 impl Stage {
@@ -210,6 +267,14 @@ impl Stage {
         let hole_addr = hole.local_addr().map_err(DemoError::Hole)?;
         let main = Running::start(demo_settings(&echo.url())?).await?;
         let unreachable = Running::start(demo_settings(&format!("ws://{hole_addr}"))?).await?;
+        let groups = [
+            Running::start(group_settings(&echo.url())?).await?,
+            Running::start(group_settings(&echo.url())?).await?,
+        ];
+        let group_metrics = groups
+            .iter()
+            .map(|g| format!("http://{}/metrics", g.admin_addr()))
+            .collect();
         let endpoints = Endpoints {
             proxy: format!("ws://{}", main.addr()),
             upstream: echo.url(),
@@ -222,8 +287,53 @@ impl Stage {
             hole_addr,
             main,
             unreachable,
+            groups,
             endpoints,
+            group_metrics,
+            first_reconnects: Default::default(),
         })
+    }
+
+    /// Start every reconnecting client; they run until `stop`.
+    fn start_groups(&self, stop: &CancellationToken) -> GroupTasks {
+        let mut tasks = JoinSet::new();
+        for (group, instance) in Group::ALL.into_iter().zip(&self.groups) {
+            let addr = instance.addr();
+            for index in 1..=group.clients() {
+                let stop = stop.clone();
+                tasks.spawn(async move {
+                    let report = reconnect::run_client(group, index, addr, stop).await;
+                    (group, index, report)
+                });
+            }
+        }
+        tasks
+    }
+
+    /// Each group's line, from its instance's registry.
+    fn group_rows(&self) -> Vec<GroupRow> {
+        Group::ALL
+            .into_iter()
+            .zip(&self.groups)
+            .map(|(group, instance)| {
+                let s = Snapshot::from_text(&instance.metrics().encode());
+                GroupRow {
+                    group,
+                    sessions: s.opened,
+                    delays: s.reconnect,
+                }
+            })
+            .collect()
+    }
+
+    /// Keep the backoff clients' first reconnects from its ring (often
+    /// enough that the ring never drops one first: see [`FirstReconnects`]).
+    fn poll_first_reconnects(&self) {
+        let mut f = self
+            .first_reconnects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        f.poll(self.groups[1].metrics());
     }
 
     /// The lines printed before the first table.
@@ -234,6 +344,7 @@ impl Stage {
              \x20 keepalive 1s/1s, max message 64 KiB; a round of {PER_TICK} scenarios every {} ms\n\
              \x20 while it runs: curl -s {}   (also /closures, /healthz)\n\
              \x20 the 502 scenario uses a second proxy instance (upstream {}, nothing listens): {}\n\
+             \x20 reconnecting clients, one instance per group: {} ({}), {} ({})\n\
              \x20 Ctrl-C{} to stop\n",
             e.proxy,
             e.upstream,
@@ -241,6 +352,10 @@ impl Stage {
             e.metrics,
             self.hole_addr,
             e.metrics_unreachable,
+            Group::NoBackoff.name(),
+            self.group_metrics[0],
+            Group::Backoff.name(),
+            self.group_metrics[1],
             if bounded { " or --duration" } else { "" },
         )
     }
@@ -257,7 +372,8 @@ impl Stage {
     async fn stop(self) {
         // Each drain is bounded by the demo's drain_timeout (2 s); a proxy
         // panic surfaces here rather than vanishing with the runtime.
-        for instance in [self.main, self.unreachable] {
+        let [no_backoff, backoff] = self.groups;
+        for instance in [self.main, self.unreachable, no_backoff, backoff] {
             let _ = tokio::time::timeout(Duration::from_secs(5), instance.shutdown()).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.echo.shutdown()).await;
@@ -317,6 +433,8 @@ async fn live(
             _ = refresh.tick() => {
                 let now = Instant::now();
                 let snap = stage.scrape();
+                stage.poll_first_reconnects();
+                let groups = stage.group_rows();
                 let dt = now.duration_since(prev.0).as_secs_f64();
                 let view = View {
                     title: format!("{:.1} s, running", started.elapsed().as_secs_f64()),
@@ -327,6 +445,8 @@ async fn live(
                     snap: &snap.since(baseline),
                     rate_label: format!("last {} s", refresh_every.as_secs()),
                     rates: rates(&prev.1, &snap, dt),
+                    groups: &groups,
+                    group_metrics: &stage.group_metrics,
                 };
                 show(tty, &render(&view));
                 prev = (now, snap);
@@ -338,22 +458,30 @@ async fn live(
 
 /// Let the scenarios in flight finish, then the proxy count their
 /// sessions, within [`WIND_DOWN`].
-async fn wind_down(stage: &Stage, book: &mut Book, tasks: &mut Tasks) {
+async fn wind_down(stage: &Stage, book: &mut Book, tasks: &mut Tasks, groups: &mut GroupTasks) {
     let deadline = Instant::now() + WIND_DOWN;
     while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
         book.record(joined);
     }
-    let limit = deadline.saturating_duration_since(Instant::now());
+    while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, groups.join_next()).await {
+        book.record_group(joined);
+    }
+    let limit = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
     stage
         .main
         .metrics()
-        .wait_ended(book.established, limit.max(Duration::from_secs(1)))
+        .wait_ended(book.established, limit)
         .await;
+    for (instance, made) in stage.groups.iter().zip(book.made) {
+        instance.metrics().wait_ended(made.sessions, limit).await;
+    }
 }
 
 /// The final table and the check; whether the demo passed.
 fn final_report(
-    endpoints: &Endpoints,
+    stage: &Stage,
     book: &Book,
     snap: &Snapshot,
     ran_for: Duration,
@@ -361,9 +489,10 @@ fn final_report(
     in_flight: usize,
 ) -> (String, bool) {
     let elapsed = ran_for.as_secs_f64().max(0.001);
+    let groups = stage.group_rows();
     let view = View {
         title: format!("final, after {elapsed:.1} s"),
-        endpoints,
+        endpoints: &stage.endpoints,
         started: book.launched,
         done: book.done,
         problems: book.problems.len(),
@@ -373,6 +502,8 @@ fn final_report(
             snap.messages[0] as f64 / elapsed,
             snap.messages[1] as f64 / elapsed,
         ],
+        groups: &groups,
+        group_metrics: &stage.group_metrics,
     };
     let mut report = render(&view);
     let ok = if cut || in_flight > 0 {
@@ -389,7 +520,9 @@ fn final_report(
             &book.problems,
             &book.expected,
         ));
-        mismatches.is_empty() && book.problems.is_empty()
+        let reconnects = check_groups(stage, book, &groups);
+        report.push_str(&reconnects.report());
+        mismatches.is_empty() && book.problems.is_empty() && reconnects.ok()
     };
     (report, ok)
 }
@@ -432,6 +565,8 @@ struct Book {
     established: u64,
     expected: BTreeMap<RowKey, u64>,
     problems: Vec<String>,
+    /// What each reconnecting group's clients did ([`Group::ALL`] order).
+    made: [Made; 2],
 }
 
 impl Book {
@@ -453,6 +588,58 @@ impl Book {
             Err(e) => self.problems.push(format!("a scenario task failed: {e}")),
         }
     }
+
+    fn record_group(
+        &mut self,
+        joined: Result<(Group, usize, ClientReport), tokio::task::JoinError>,
+    ) {
+        match joined {
+            Ok((group, index, report)) => {
+                let made = &mut self.made[usize::from(group == Group::Backoff)];
+                made.sessions += report.sessions;
+                made.clients += u64::from(report.sessions > 0);
+                let who = format!("{} client {index}", group.name());
+                for p in report.problems {
+                    self.problems.push(format!("{who}: {p}"));
+                }
+                if report.more_problems > 0 {
+                    self.problems
+                        .push(format!("{who}: {} more problems", report.more_problems));
+                }
+            }
+            Err(e) => self
+                .problems
+                .push(format!("a reconnecting client's task failed: {e}")),
+        }
+    }
+}
+
+/// The reconnecting groups' check: every session of theirs counted as the
+/// upstream crash it was (by its own instance), and their delays as the
+/// groups behave ([`check_reconnects`]).
+fn check_groups(stage: &Stage, book: &Book, groups: &[GroupRow]) -> check::ReconnectCheck {
+    let growth = stage
+        .first_reconnects
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .growth();
+    let (Some(no), Some(back)) = (groups.first(), groups.get(1)) else {
+        return check::ReconnectCheck::default();
+    };
+    let mut c = check_reconnects(no, back, book.made, &growth);
+    let crash = Scenario::UpstreamCrash.expected();
+    for ((group, instance), made) in Group::ALL.into_iter().zip(&stage.groups).zip(book.made) {
+        let recorded = Snapshot::from_text(&instance.metrics().encode()).rows;
+        let expected = BTreeMap::from([(crash.clone(), made.sessions)]);
+        for (k, want, got) in check(&expected, &recorded) {
+            c.failed.push(format!(
+                "{}: {}: injected {want}, proxy recorded {got}",
+                group.name(),
+                k.short()
+            ));
+        }
+    }
+    c
 }
 
 #[cfg(test)]

@@ -271,10 +271,10 @@ impl Scenario {
 
 /// A synthetic client: the kit's raw peer, answering the proxy's pings
 /// like a live client, with every surprise turned into a problem line.
-struct Client(RawPeer);
+pub(super) struct Client(RawPeer);
 
 impl Client {
-    fn new(mut peer: RawPeer) -> Client {
+    pub(super) fn new(mut peer: RawPeer) -> Client {
         peer.answer_pings(true);
         Client(peer)
     }
@@ -306,7 +306,7 @@ impl Client {
     }
 
     /// Send a text message and expect it back.
-    async fn echo(&mut self, text: &str) -> Result<(), String> {
+    pub(super) async fn echo(&mut self, text: &str) -> Result<(), String> {
         self.send(TEXT, text.as_bytes()).await?;
         match self.next().await? {
             Event::Frame(f) if f.opcode == TEXT && f.payload == text.as_bytes() => Ok(()),
@@ -315,7 +315,7 @@ impl Client {
     }
 
     /// Stay connected for `d`, answering pings; anything else is a surprise.
-    async fn idle(&mut self, d: Duration) -> Result<(), String> {
+    pub(super) async fn idle(&mut self, d: Duration) -> Result<(), String> {
         match tokio::time::timeout_at(Instant::now() + d, self.next()).await {
             Err(_) => Ok(()),
             Ok(got) => Err(format!("while idle: {:?}", got?)),
@@ -345,7 +345,7 @@ impl Client {
     }
 
     /// Script the upstream's end; the proxy must send the client 1014.
-    async fn send_script_expect_1014(&mut self, script: &[u8]) -> Result<(), String> {
+    pub(super) async fn send_script_expect_1014(&mut self, script: &[u8]) -> Result<(), String> {
         self.send(TEXT, script).await?;
         self.expect_close_and_reply(1014).await
     }

@@ -99,6 +99,10 @@ pub struct Snapshot {
     /// `wspulse_idle_before_close_seconds{class="abnormal"}` buckets
     /// (upper bound, cumulative count): the idle-limit fingerprint.
     pub idle: Vec<(f64, u64)>,
+    /// `wspulse_reconnect_delay_seconds{class="abnormal"}` buckets (upper
+    /// bound, cumulative count), both sides summed: how soon clients came
+    /// back after an abnormal ending.
+    pub reconnect: Vec<(f64, u64)>,
 }
 
 impl Snapshot {
@@ -149,6 +153,12 @@ impl Snapshot {
         };
         s.rtt = ["client", "upstream"].map(|side| buckets(names::PING_RTT, ("side", side)));
         s.idle = buckets(names::IDLE_BEFORE_CLOSE, ("class", "abnormal"));
+        s.reconnect = prom::buckets_summed(&samples, names::RECONNECT_DELAY, |x| {
+            x.has_labels(&[("class", "abnormal")])
+        })
+        .into_iter()
+        .map(|(le, c)| (le, count(c)))
+        .collect();
         s
     }
 
@@ -164,6 +174,7 @@ impl Snapshot {
             self.rtt[i] = merge_buckets(&self.rtt[i], &other.rtt[i], |a, b| a + b);
         }
         self.idle = merge_buckets(&self.idle, &other.idle, |a, b| a + b);
+        self.reconnect = merge_buckets(&self.reconnect, &other.reconnect, |a, b| a + b);
     }
 
     /// What happened since `base`: counters as deltas, `active` as is.
@@ -189,6 +200,7 @@ impl Snapshot {
                 merge_buckets(&self.rtt[1], &base.rtt[1], u64::saturating_sub),
             ],
             idle: merge_buckets(&self.idle, &base.idle, u64::saturating_sub),
+            reconnect: merge_buckets(&self.reconnect, &base.reconnect, u64::saturating_sub),
         }
     }
 }
@@ -231,6 +243,9 @@ wspulse_connections_active 2
 wspulse_messages_total{direction=\"client_to_upstream\"} 10
 wspulse_ping_rtt_seconds_bucket{side=\"client\",le=\"0.001\"} 1
 wspulse_ping_rtt_seconds_bucket{side=\"client\",le=\"+Inf\"} 2
+wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"client\",le=\"1\"} 3
+wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"upstream\",le=\"1\"} 4
+wspulse_reconnect_delay_seconds_bucket{class=\"clean\",side=\"client\",le=\"1\"} 50
 ";
         let s = Snapshot::from_text(text);
         let eof = RowKey::Closed {
@@ -244,6 +259,7 @@ wspulse_ping_rtt_seconds_bucket{side=\"client\",le=\"+Inf\"} 2
         assert_eq!(s.active, 2);
         assert_eq!(s.messages, [10, 0]);
         assert_eq!(s.rtt[0], vec![(0.001, 1), (f64::INFINITY, 2)]);
+        assert_eq!(s.reconnect, vec![(1.0, 7)]);
         let d = s.since(&s);
         assert!(d.rows.values().all(|v| *v == 0));
         assert_eq!(d.active, 2);

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::reconnect::GroupRow;
 use super::snapshot::{RowKey, Snapshot};
 use crate::explain::prom;
 
@@ -37,6 +38,10 @@ pub struct View<'a> {
     pub rate_label: String,
     /// Messages/s client→upstream, upstream→client.
     pub rates: [f64; 2],
+    /// The reconnecting groups, each from its own instance (none: no section).
+    pub groups: &'a [GroupRow],
+    /// `/metrics` URLs of the groups' instances, in the order of `groups`.
+    pub group_metrics: &'a [String],
 }
 
 fn fmt_ms(seconds: Option<f64>) -> String {
@@ -140,7 +145,55 @@ pub fn render(v: &View<'_>) -> String {
         "\n  rows: wspulse_connections_closed_total{{code,side,cause}}; HTTP rows: \
          wspulse_handshake_rejections_total{{status}}, wspulse_upstream_connect_failures_total{{reason}}"
     );
+    if !v.groups.is_empty() {
+        render_groups(&mut o, v.groups, v.group_metrics);
+    }
     o
+}
+
+/// A reconnect delay: ms below a second, else seconds.
+fn fmt_delay(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "-".into(),
+        Some(s) if s < 1.0 => format!("{:.0} ms", s * 1000.0),
+        Some(s) => format!("{s:.1} s"),
+    }
+}
+
+/// The reconnect section: one line per group, from its instance's
+/// `wspulse_reconnect_delay_seconds{class="abnormal"}`.
+fn render_groups(o: &mut String, groups: &[GroupRow], metrics: &[String]) {
+    let _ = writeln!(
+        o,
+        "\n  reconnects after an abnormal ending (upstream crash), one proxy instance per group:"
+    );
+    let _ = writeln!(
+        o,
+        "  {:<10}  {:>8}  {:>10}  {:>8}  {:>8}  {:>11}  clients",
+        "group", "sessions", "reconnects", "p50", "p90", "share < 1 s"
+    );
+    for g in groups {
+        let share = g
+            .share_within(1.0)
+            .map_or_else(|| "-".to_string(), |s| format!("{:.1}%", 100.0 * s));
+        let _ = writeln!(
+            o,
+            "  {:<10}  {:>8}  {:>10}  {:>8}  {:>8}  {:>11}  {} x {}",
+            g.group.name(),
+            g.sessions,
+            g.reconnects(),
+            fmt_delay(g.quantile(0.5)),
+            fmt_delay(g.quantile(0.9)),
+            share,
+            g.group.clients(),
+            g.group.policy(),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  from wspulse_reconnect_delay_seconds{{class=\"abnormal\"}} buckets: {}",
+        metrics.join(", ")
+    );
 }
 
 #[cfg(test)]
@@ -148,6 +201,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::demo::reconnect::Group;
 
     /// The table for a fixed set of counts, character for character.
     #[test]
@@ -184,6 +238,7 @@ mod tests {
                 vec![(0.0005, 0), (0.001, 4), (0.0025, 5), (f64::INFINITY, 5)],
             ],
             idle: vec![(0.5, 10), (1.0, 18), (5.0, 20), (f64::INFINITY, 20)],
+            reconnect: vec![],
         };
         let endpoints = Endpoints {
             proxy: "ws://127.0.0.1:40001".into(),
@@ -200,6 +255,35 @@ mod tests {
             snap: &snap,
             rate_label: "last 1 s".into(),
             rates: [40.0, 39.5],
+            groups: &[
+                GroupRow {
+                    group: Group::NoBackoff,
+                    sessions: 66,
+                    delays: vec![
+                        (0.01, 10),
+                        (0.025, 30),
+                        (0.05, 62),
+                        (1.0, 63),
+                        (f64::INFINITY, 63),
+                    ],
+                },
+                GroupRow {
+                    group: Group::Backoff,
+                    sessions: 30,
+                    delays: vec![
+                        (0.1, 4),
+                        (0.3, 10),
+                        (1.0, 16),
+                        (2.0, 22),
+                        (5.0, 24),
+                        (f64::INFINITY, 24),
+                    ],
+                },
+            ],
+            group_metrics: &[
+                "http://127.0.0.1:40006/metrics".into(),
+                "http://127.0.0.1:40008/metrics".into(),
+            ],
         };
         let expected = "\
 wspulse demo: 12.0 s, running
@@ -222,6 +306,12 @@ wspulse demo: 12.0 s, running
   HTTP 502  upstream  refused                5    5.0%  upstream unreachable: connection refused
 
   rows: wspulse_connections_closed_total{code,side,cause}; HTTP rows: wspulse_handshake_rejections_total{status}, wspulse_upstream_connect_failures_total{reason}
+
+  reconnects after an abnormal ending (upstream crash), one proxy instance per group:
+  group       sessions  reconnects       p50       p90  share < 1 s  clients
+  no-backoff        66          63     26 ms     46 ms       100.0%  3 x waits 0-50 ms
+  backoff           30          24    533 ms     1.9 s        66.7%  6 x waits 0-250 ms, x2 each time, to 0-4 s
+  from wspulse_reconnect_delay_seconds{class=\"abnormal\"} buckets: http://127.0.0.1:40006/metrics, http://127.0.0.1:40008/metrics
 ";
         let got = render(&view);
         assert_eq!(got, expected, "\n--- got ---\n{got}");

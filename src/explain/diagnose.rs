@@ -141,32 +141,25 @@ impl std::fmt::Display for Diagnosis {
     }
 }
 
-/// Build the diagnosis for a `/metrics` text.
-/// The reconnect delays after abnormal endings, summed over sides, as
-/// cumulative buckets: "clients reconnect without backoff" when at least
-/// half of at least five came back within a second.
+/// Reconnects within this many seconds of the previous ending are "fast"
+/// (a bound of [`crate::metrics::RECONNECT_BUCKETS`], so counted exactly).
+pub const FAST_RECONNECT_S: f64 = 1.0;
+
+/// "Clients reconnect without backoff": the reconnect delays after
+/// abnormal endings (`wspulse_reconnect_delay_seconds{class="abnormal"}`,
+/// both sides summed).
+///
+/// | reconnects after an abnormal ending | share within [`FAST_RECONNECT_S`] | finding |
+/// |-------------------------------------|-----------------------------------|---------|
+/// | fewer than 5                        | any                               | none (too few to say) |
+/// | 5 or more                           | below 50 %                        | none (they back off) |
+/// | 5 or more                           | 50 % or more                      | the share, p50 and p90, and what to do |
 fn reconnects_without_backoff(samples: &[Sample]) -> Option<String> {
-    let bucket = format!("{}_bucket", names::RECONNECT_DELAY);
-    let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-    for s in samples
-        .iter()
-        .filter(|s| s.name == bucket && s.has_labels(&[("class", "abnormal")]))
-    {
-        let le = match s.labels.get("le").map(String::as_str) {
-            Some("+Inf") => f64::INFINITY,
-            Some(v) => v.parse().ok()?,
-            None => continue,
-        };
-        by_le.entry(le.to_bits()).or_insert((le, 0.0)).1 += s.value;
-    }
-    let mut cumulative: Vec<(f64, f64)> = by_le.into_values().collect();
-    cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let cumulative = prom::buckets_summed(samples, names::RECONNECT_DELAY, |s| {
+        s.has_labels(&[("class", "abnormal")])
+    });
     let total = cumulative.last()?.1;
-    let within = cumulative
-        .iter()
-        .filter(|(le, _)| *le <= 1.0)
-        .map(|&(_, n)| n)
-        .fold(0.0, f64::max);
+    let within = prom::count_within(&cumulative, FAST_RECONNECT_S);
     if total < 5.0 || within / total < 0.5 {
         return None;
     }
@@ -183,6 +176,125 @@ fn reconnects_without_backoff(samples: &[Sample]) -> Option<String> {
     ))
 }
 
+/// A storm needs at least this many clients back within
+/// [`FAST_RECONNECT_S`] of one kind of mass ending...
+pub const STORM_MIN_RECONNECTS: f64 = 20.0;
+/// ...and at least this share of the sessions that ended that way.
+pub const STORM_MIN_SHARE: f64 = 0.5;
+
+/// A mass ending that a reconnect storm follows: the sessions that ended
+/// that way, and the reconnects labelled with it.
+struct StormTrigger {
+    /// Sessions that ended this way (`wspulse_connections_closed_total`).
+    ended: f64,
+    /// Reconnect delays after such endings (cumulative buckets).
+    delays: Vec<(f64, f64)>,
+}
+
+/// The two mass endings a storm follows, from a scrape (or a window's
+/// increases): an upstream crash, and the proxy's own drain.
+///
+/// - Upstream crash: sessions ended abnormally on the upstream's side
+///   (`side="upstream"`, a code that is not 1000/1001/3000–4999: 1006
+///   eof/reset/ping timeout, 1011, …), against
+///   `wspulse_reconnect_delay_seconds{class="abnormal",side="upstream"}`.
+/// - Drain: sessions the proxy closed when draining (`side="proxy"`,
+///   `cause="shutdown"`, code `shutdown.close_code`: 1001 is class
+///   `clean`, 1012 `abnormal`), against the reconnect delays with
+///   `side="proxy"` and class `clean` or `abnormal` (not `rejected`: that
+///   is a client coming back after a 503). An instance sees these when
+///   clients come back to it while it drains (a spread drain, a single
+///   instance, a load balancer slow to drop it); they are refused 503, but
+///   the delay is observed first. Clients that land on another instance
+///   are first-time clients there and add nothing.
+fn storm_triggers(
+    samples: &[Sample],
+    by_kind: &BTreeMap<(String, String, String), f64>,
+) -> [(&'static str, StormTrigger); 2] {
+    let ended = |keep: &dyn Fn(&str, &str, &str) -> bool| {
+        by_kind
+            .iter()
+            .filter(|((code, side, cause), _)| keep(code, side, cause))
+            .fold(0.0, |a, (_, n)| a + n)
+    };
+    let crash = StormTrigger {
+        ended: ended(&|code, side, _| {
+            side == "upstream" && !crate::protocol::is_clean_code(code.parse().unwrap_or(0))
+        }),
+        delays: prom::buckets_summed(samples, names::RECONNECT_DELAY, |s| {
+            s.has_labels(&[("class", "abnormal"), ("side", "upstream")])
+        }),
+    };
+    let drain = StormTrigger {
+        ended: ended(&|_, side, cause| side == "proxy" && cause == "shutdown"),
+        delays: prom::buckets_summed(samples, names::RECONNECT_DELAY, |s| {
+            s.label("side") == "proxy" && matches!(s.label("class"), "clean" | "abnormal")
+        }),
+    };
+    [("upstream", crash), ("drain", drain)]
+}
+
+/// "A reconnect storm after a drain or an upstream crash": many of the
+/// clients whose sessions a crash or a drain ended came back within
+/// [`FAST_RECONNECT_S`]. Per trigger of [`storm_triggers`], with *fast* the
+/// reconnects after that kind of ending within 1 s (the `le="1"` bucket)
+/// and *ended* the sessions that ended that way:
+///
+/// | ended | fast                              | fast ÷ ended | finding |
+/// |-------|-----------------------------------|--------------|---------|
+/// | 0     | any                               | –            | none (no such ending here) |
+/// | > 0   | below [`STORM_MIN_RECONNECTS`] (20) | any        | none (a few quick reconnects are no storm) |
+/// | > 0   | 20 or more                        | below [`STORM_MIN_SHARE`] (50 %) | none (most of those clients waited) |
+/// | > 0   | 20 or more                        | 50 % or more | the counts, the share, the p50, and what to do |
+///
+/// The share is capped at 100 % (a window's increases can hold reconnects
+/// whose endings fell just before it). A scrape holds totals, not their
+/// timing: the finding says how many came back within a second of *their*
+/// ending; when those endings came together (one crash, one drain), that
+/// is that many upgrades in about a second.
+fn reconnect_storms(
+    samples: &[Sample],
+    by_kind: &BTreeMap<(String, String, String), f64>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (trigger, t) in storm_triggers(samples, by_kind) {
+        let fast = prom::count_within(&t.delays, FAST_RECONNECT_S);
+        if t.ended <= 0.0 || fast < STORM_MIN_RECONNECTS {
+            continue;
+        }
+        let share = (fast / t.ended).min(1.0);
+        if share < STORM_MIN_SHARE {
+            continue;
+        }
+        let p50 = quantile(&t.delays, 0.5).map_or_else(String::new, |p| {
+            format!(", half of all returns within about {:.0} ms", p * 1000.0)
+        });
+        let head = format!(
+            "{fast:.0} clients came back within 1 s of their session's end, {:.0}% of the {:.0}",
+            100.0 * share,
+            t.ended
+        );
+        out.push(match trigger {
+            "upstream" => format!(
+                "A reconnect storm after upstream crashes: {head} sessions the upstream ended abnormally \
+                 (crash, reset, hang){p50}. When those endings come together, that is as many upgrades in a second, \
+                 aimed at an upstream that is just coming back. Give clients exponential backoff with jitter \
+                 (from about 0.5-1 s, doubling, capped) and have them honour 1012/1013 and Retry-After; cap what still \
+                 comes with limits.max_handshakes_per_second (refused with 503 and a jittered Retry-After)."
+            ),
+            _ => format!(
+                "A reconnect storm after a drain: {head} sessions the proxy closed while draining{p50}. \
+                 Spread the drain's closes with shutdown.spread (sessions / spread at most the upgrades per second \
+                 the upstream takes), send shutdown.close_code = 1012 so clients know the service restarts, give \
+                 clients exponential backoff with jitter that honours 1012/1013 and Retry-After, and cap what still \
+                 comes with limits.max_handshakes_per_second."
+            ),
+        });
+    }
+    out
+}
+
+/// Build the diagnosis for a `/metrics` text.
 pub fn diagnose(text: &str) -> String {
     analyse(&prom::parse(text)).to_string()
 }
@@ -317,6 +429,7 @@ fn findings(
     if let Some(line) = reconnects_without_backoff(samples) {
         out.push(line);
     }
+    out.extend(reconnect_storms(samples, by_kind));
     for side in ["client", "upstream"] {
         let b = buckets(samples, names::PING_RTT, ("side", side));
         if let Some(p99) = quantile(&b, 0.99).filter(|&p| p >= 0.5) {
@@ -407,6 +520,134 @@ mod tests {
         let patient = "wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"client\",le=\"1\"} 1\n\
             wspulse_reconnect_delay_seconds_bucket{class=\"abnormal\",side=\"client\",le=\"+Inf\"} 10\n";
         assert!(!diagnose(patient).contains("without backoff"));
+    }
+
+    /// `wspulse_reconnect_delay_seconds` buckets of one series, from
+    /// per-bucket counts (upper bound, count), made cumulative.
+    fn reconnect_lines(class: &str, side: &str, counts: &[(f64, u32)]) -> String {
+        let mut s = String::new();
+        let mut cum = 0;
+        for le in crate::metrics::RECONNECT_BUCKETS {
+            cum += counts
+                .iter()
+                .filter(|(b, _)| b == le)
+                .map(|(_, n)| n)
+                .sum::<u32>();
+            s += &format!(
+                "wspulse_reconnect_delay_seconds_bucket{{class=\"{class}\",side=\"{side}\",le=\"{le}\"}} {cum}\n"
+            );
+        }
+        cum += counts
+            .iter()
+            .filter(|(b, _)| b.is_infinite())
+            .map(|(_, n)| n)
+            .sum::<u32>();
+        s + &format!(
+            "wspulse_reconnect_delay_seconds_bucket{{class=\"{class}\",side=\"{side}\",le=\"+Inf\"}} {cum}\n"
+        )
+    }
+
+    fn storms(text: &str) -> Vec<String> {
+        analyse(&prom::parse(text))
+            .findings
+            .into_iter()
+            .filter(|f| f.starts_with("A reconnect storm"))
+            .collect()
+    }
+
+    #[test]
+    fn a_storm_after_upstream_crashes_is_counted_and_cured() {
+        // 100 sessions dropped by the upstream; 90 of those clients back
+        // within 1 s (60 within 50 ms), 5 later.
+        let text = format!(
+            "{}{}{}",
+            closed_line("1006", "upstream", "eof", 80),
+            closed_line("1006", "upstream", "reset", 20),
+            reconnect_lines("abnormal", "upstream", &[(0.05, 60), (1.0, 30), (5.0, 5)]),
+        );
+        let found = storms(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let f = &found[0];
+        assert!(f.starts_with("A reconnect storm after upstream crashes: 90 clients came back within 1 s of their session's end, 90% of the 100 sessions the upstream ended abnormally"), "{f}");
+        assert!(f.contains("half of all returns within about"), "{f}");
+        for cure in [
+            "exponential backoff with jitter",
+            "1012/1013",
+            "Retry-After",
+            "limits.max_handshakes_per_second",
+        ] {
+            assert!(f.contains(cure), "{cure}: {f}");
+        }
+        // The whole report carries it too.
+        assert!(diagnose(&text).contains("A reconnect storm after upstream crashes"));
+    }
+
+    #[test]
+    fn a_storm_after_a_drain_counts_the_drain_reconnects_not_the_refusals() {
+        // 200 sessions closed by the drain (1001 and 1012); 150 back within
+        // 1 s; 500 refused clients retrying (rejected/proxy) are not a drain's.
+        let text = format!(
+            "{}{}{}{}{}",
+            closed_line("1001", "proxy", "shutdown", 150),
+            closed_line("1012", "proxy", "shutdown", 50),
+            reconnect_lines("clean", "proxy", &[(0.1, 100), (0.5, 20), (10.0, 30)]),
+            reconnect_lines("abnormal", "proxy", &[(1.0, 30)]),
+            reconnect_lines("rejected", "proxy", &[(0.5, 500)]),
+        );
+        let found = storms(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let f = &found[0];
+        assert!(f.starts_with("A reconnect storm after a drain: 150 clients came back within 1 s of their session's end, 75% of the 200 sessions the proxy closed while draining"), "{f}");
+        assert!(f.contains("shutdown.spread") && f.contains("1012"), "{f}");
+        // Refusals alone after a drain are no drain storm.
+        let refused_only = format!(
+            "{}{}",
+            closed_line("1001", "proxy", "shutdown", 200),
+            reconnect_lines("rejected", "proxy", &[(0.5, 500)]),
+        );
+        assert!(storms(&refused_only).is_empty());
+    }
+
+    #[test]
+    fn storm_thresholds_count_and_share() {
+        let with = |ended: u32, fast: u32| {
+            format!(
+                "{}{}",
+                closed_line("1006", "upstream", "eof", ended),
+                reconnect_lines("abnormal", "upstream", &[(0.2, fast), (30.0, 3)])
+            )
+        };
+        // 20 within 1 s and half of the endings: fires.
+        assert_eq!(storms(&with(40, 20)).len(), 1);
+        // 19 within 1 s: a few quick reconnects, no storm.
+        assert!(storms(&with(19, 19)).is_empty());
+        // 20 within 1 s but under half of 41 endings: most waited.
+        assert!(storms(&with(41, 20)).is_empty());
+        // Reconnects with no such ending in the scrape: nothing to blame.
+        let no_ending = reconnect_lines("abnormal", "upstream", &[(0.2, 50)]);
+        assert!(storms(&no_ending).is_empty());
+        // More reconnects than endings (a window's edge): capped at 100%.
+        let f = storms(&with(20, 30));
+        assert!(f[0].contains("100% of the 20 sessions"), "{f:?}");
+    }
+
+    #[test]
+    fn clients_with_backoff_after_a_crash_raise_no_storm() {
+        // The healthy case: a crash ends 100 sessions, the clients back
+        // off (jittered, from 0.5 s up): 10 back within 1 s, the rest later.
+        let text = format!(
+            "wspulse_connections_opened_total{{route=\"default\"}} 300\nwspulse_connections_active 100\n{}{}{}",
+            closed_line("1000", "client", "close_frame", 100),
+            closed_line("1006", "upstream", "eof", 100),
+            reconnect_lines(
+                "abnormal",
+                "upstream",
+                &[(0.75, 4), (1.0, 6), (2.0, 30), (5.0, 50), (10.0, 10)]
+            ),
+        );
+        let d = diagnose(&text);
+        assert!(!d.contains("reconnect storm"), "{d}");
+        assert!(!d.contains("without backoff"), "{d}");
     }
 
     #[test]

@@ -252,6 +252,12 @@ impl Queries {
                 bucket(names::PING_RTT),
                 self.increase(&bucket(names::PING_RTT), "", "side, le"),
             ),
+            // The reconnect findings (no backoff, a storm after a crash or
+            // a drain) read these against the endings above.
+            (
+                bucket(names::RECONNECT_DELAY),
+                self.increase(&bucket(names::RECONNECT_DELAY), "", "class, side, le"),
+            ),
         ]
     }
 

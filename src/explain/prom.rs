@@ -121,6 +121,45 @@ pub fn buckets(samples: &[Sample], name: &str, label: (&str, &str)) -> Vec<(f64,
     cumulative
 }
 
+/// The buckets of a histogram summed over every series that `keep`
+/// selects, bound by bound: (upper bound `le`, cumulative count), sorted
+/// by bound. The sum of cumulative buckets is the cumulative bucket of the
+/// sum, so this is the histogram of all those series together (for
+/// example `wspulse_reconnect_delay_seconds` over both sides of a class).
+pub fn buckets_summed(
+    samples: &[Sample],
+    name: &str,
+    keep: impl Fn(&Sample) -> bool,
+) -> Vec<(f64, f64)> {
+    let bucket = format!("{name}_bucket");
+    let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.name == bucket && keep(s)) {
+        let le = match s.labels.get("le").map(String::as_str) {
+            Some("+Inf") => f64::INFINITY,
+            Some(v) => match v.parse::<f64>() {
+                Ok(le) => le,
+                Err(_) => continue,
+            },
+            None => continue,
+        };
+        by_le.entry(le.to_bits()).or_insert((le, 0.0)).1 += s.value;
+    }
+    let mut cumulative: Vec<(f64, f64)> = by_le.into_values().collect();
+    cumulative.sort_by(|a, b| a.0.total_cmp(&b.0));
+    cumulative
+}
+
+/// How many observations of a histogram given as [`buckets`] returns them
+/// were at most `bound`: the cumulative count of the largest bucket bound
+/// not above it (exact when `bound` is a bucket bound; 0 below the first).
+pub fn count_within(cumulative: &[(f64, f64)], bound: f64) -> f64 {
+    cumulative
+        .iter()
+        .filter(|(le, _)| *le <= bound)
+        .map(|&(_, n)| n)
+        .fold(0.0, f64::max)
+}
+
 /// The `q` quantile of a histogram given as [`buckets`] returns them
 /// (cumulative counts), interpolated linearly in its bucket (as
 /// Prometheus' `histogram_quantile`); `None` without samples. Past the
@@ -208,6 +247,24 @@ mod tests {
             buckets(&s, "h", ("side", "client")),
             vec![(0.5, 1.0), (1.0, 3.0), (f64::INFINITY, 4.0)]
         );
+    }
+
+    #[test]
+    fn summed_buckets_add_series_bound_by_bound() {
+        let s = parse(
+            "h_bucket{class=\"abnormal\",side=\"client\",le=\"1\"} 3\n\
+             h_bucket{class=\"abnormal\",side=\"upstream\",le=\"1\"} 2\n\
+             h_bucket{class=\"abnormal\",side=\"client\",le=\"+Inf\"} 4\n\
+             h_bucket{class=\"abnormal\",side=\"upstream\",le=\"+Inf\"} 5\n\
+             h_bucket{class=\"clean\",side=\"client\",le=\"1\"} 100\n\
+             h_bucket{class=\"abnormal\",side=\"client\",le=\"junk\"} 100\n",
+        );
+        let b = buckets_summed(&s, "h", |s| s.has_labels(&[("class", "abnormal")]));
+        assert_eq!(b, vec![(1.0, 5.0), (f64::INFINITY, 9.0)]);
+        assert_eq!(count_within(&b, 1.0), 5.0);
+        assert_eq!(count_within(&b, 2.0), 5.0);
+        assert_eq!(count_within(&b, 0.5), 0.0);
+        assert_eq!(count_within(&b, f64::INFINITY), 9.0);
     }
 
     #[test]

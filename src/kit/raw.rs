@@ -180,7 +180,17 @@ impl RawPeer {
     /// [`CLIENT_KEY`]). A 101 with the right `Sec-WebSocket-Accept` gives a
     /// client peer; another status is [`RawError::Refused`].
     pub async fn connect(addr: SocketAddr, path: &str) -> Result<RawPeer, RawError> {
-        let request = upgrade_request(addr, path, "");
+        RawPeer::connect_with(addr, path, "").await
+    }
+
+    /// [`Self::connect`] with `extra` header lines in the request (each
+    /// ending in `\r\n`), such as an identity header.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        path: &str,
+        extra: &str,
+    ) -> Result<RawPeer, RawError> {
+        let request = upgrade_request(addr, path, extra);
         let (peer, head) = RawPeer::open(addr, request.as_bytes()).await?;
         let mut fields = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut fields);

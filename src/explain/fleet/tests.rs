@@ -392,3 +392,35 @@ async fn an_unreachable_prometheus_is_named() {
         "{err}"
     );
 }
+
+/// The fleet's reconnect delays are read by bucket and class/side, so the
+/// storm after ws-a's upstream crashes is named as for one instance.
+#[tokio::test]
+async fn a_reconnect_storm_over_the_fleet_is_named() {
+    let addr = fake_prometheus(|q| {
+        if q.starts_with(
+            "sum by (class, side, le) (increase(wspulse_reconnect_delay_seconds_bucket{job=\"ws\"}",
+        ) {
+            let le = |b: &'static str| -> Vec<(&'static str, &'static str)> {
+                vec![("class", "abnormal"), ("side", "upstream"), ("le", b)]
+            };
+            let (a, b, c) = (le("0.05"), le("1"), le("+Inf"));
+            (200, vector(&[(&a, 60.0), (&b, 80.0), (&c, 85.0)]))
+        } else {
+            one_bad_pod(q)
+        }
+    })
+    .await;
+    let report = explain(
+        &format!("http://{addr}"),
+        r#"job="ws""#,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let text = report.to_string();
+    assert!(
+        text.contains("A reconnect storm after upstream crashes: 80 clients came back within 1 s of their session's end, 89% of the 90 sessions"),
+        "{text}"
+    );
+}

@@ -706,6 +706,7 @@ impl Session {
 pub const LINE: Line = Line {
     title: "Compressed traffic: permessage-deflate",
     phases: &[("tpz", "4 KiB deflate")],
+    others: &["nginx", "haproxy"],
     figures: &[
         Figure {
             key: "throughput_4k_deflate",

@@ -42,6 +42,8 @@ pub struct Line {
     /// The phases the line reads, each with the label its notes carry in latest.json.
     pub phases: &'static [(&'static str, &'static str)],
     pub figures: &'static [Figure],
+    /// The targets wspulse is compared with, a ratio row (and the across-rounds rows) each.
+    pub others: &'static [&'static str],
     /// The prose above the table: what was measured, how (markdown bullets).
     pub about: fn(Lookup) -> String,
     /// Notes of the line's own about one phase result (beside the busy-machine and
@@ -237,7 +239,7 @@ pub fn report_line(a: LineArgs, line: &Line) -> i32 {
     }
     let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
     let mut ratio_rows: Vec<RatioRow> = Vec::new();
-    for other in ["nginx", "haproxy"] {
+    for &other in line.others {
         let name = format!("wspulse/{other}");
         if !(targets.iter().any(|t| t == "wspulse") && targets.iter().any(|t| t == other)) {
             continue;

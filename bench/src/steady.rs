@@ -15,6 +15,8 @@ use crate::line::{Figure, Line};
 pub const LINE: Line = Line {
     title: "Steady load: CPU per round trip at a moderate rate",
     phases: &[("st64", "steady 64 B"), ("st16k", "steady 16 KiB")],
+    // The tunnel (`wsbench-tunnel`) is the floor: what the kernel's part of relaying costs.
+    others: &["nginx", "haproxy", "tunnel"],
     figures: &[
         Figure {
             key: "cpu_us_per_rt_64b_steady",
@@ -53,7 +55,8 @@ pub const LINE: Line = Line {
         format!(
             "- Open loop, as the latency phase: {} round trips/s of 64 B messages and {} of 16 KiB, spread evenly over {} sessions; each session sends its message at its scheduled time whatever the echoes do, so messages travel alone and each wakes the proxy, as below saturation. Binary messages, echoed by the same upstream.\n\
              - CPU µs per round trip: the proxy's on-CPU time (every thread of every process, from /proc/PID/task/TID/schedstat, in nanoseconds) over the measured window, divided by the round trips scheduled in it and echoed. A round trip is two relayed messages.\n\
-             - Wake-ups per round trip: the times the kernel put one of the proxy's threads on a CPU (schedstat's run count) over the same window: 2 is one per relayed message.\n",
+             - Wake-ups per round trip: the times the kernel put one of the proxy's threads on a CPU (schedstat's run count) over the same window: 2 is one per relayed message.\n\
+             - tunnel: `wsbench-tunnel`, a reference, not a proxy: one thread copying bytes between the two sockets over epoll (mio), no HTTP, no framing, no timers, each read written in one call as wspulse does. What it spends is the kernel's part of relaying, which every proxy pays; wspulse/tunnel is what everything above the sockets costs.\n",
             n("st64", "rate_target"),
             n("st16k", "rate_target"),
             n("st64", "sessions_open"),

@@ -129,12 +129,7 @@ fn common_notes(v: Option<&Value>, a: &LineArgs) -> Vec<String> {
 type RatioRow = (String, Vec<Option<f64>>, Vec<Option<Value>>);
 
 pub fn report_line(a: LineArgs, line: &Line) -> i32 {
-    let targets: Vec<String> = a
-        .targets
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let targets = crate::target_list(&a.targets);
     let Some(mut out) = read_json(&a.json) else {
         eprintln!("wsbench report-line: cannot read {}", a.json.display());
         return 1;

@@ -1864,13 +1864,16 @@ fn min_max(v: &BTreeMap<u64, f64>) -> Option<(f64, f64)> {
     })
 }
 
-fn report(a: ReportArgs) -> i32 {
-    let targets: Vec<String> = a
-        .targets
-        .split(',')
+/// The targets of a comma list (`--targets`), in order, blanks dropped.
+fn target_list(list: &str) -> Vec<String> {
+    list.split(',')
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .collect();
+        .collect()
+}
+
+fn report(a: ReportArgs) -> i32 {
+    let targets = target_list(&a.targets);
     let mut tj = Map::new();
     let mut notes_j = Map::new();
     let mut details = Map::new();

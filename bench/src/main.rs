@@ -6,16 +6,16 @@
 //!   seconds of the `--pid` processes (and their descendants) over the same window.
 //! - `latency`: open-loop schedule at a fixed total rate spread evenly over N sessions; each
 //!   message carries its *scheduled* send time, so the round trip is measured from the
-//!   schedule (no coordinated omission). Reports p50/p90/p99/p99.9/max in microseconds.
+//!   schedule (no coordinated omission). Reports p50/p90/p99/p99.9/max in microseconds, and
+//!   the proxy's on-CPU time and wake-ups per round trip over the measured window, exact
+//!   from schedstat: bench/run's steady-load line (`steady.rs`) is this phase at a moderate
+//!   rate.
 //! - `idle`: RSS of the `--pid` processes (and descendants) with no session, then with N idle
 //!   sessions open; reports the difference per session in KiB.
 //! - `setup`: C concurrent openers, each looping connect + upgrade + one message + close.
 //! - `probe`: one session (connect, one echo, close); exit 0 if it worked.
 //! - `free-ports`: print N currently free loopback TCP ports.
 //! - `report`: merge the per-phase JSON files of a run into the markdown table and JSON.
-//!   Also the proxy's on-CPU time and wake-ups per round trip over the measured window,
-//!   exact from schedstat: bench/run's steady-load line (`steady.rs`) is this phase at a
-//!   moderate rate.
 //! - `throughput-deflate`: the permessage-deflate line (`deflate.rs`).
 //! - `report-line`: a line beside the main table (deflate, steady) added to the report
 //!   (`line.rs`).

@@ -624,7 +624,8 @@ impl SessionGuard {
     }
 
     /// Record how the session ended: the closed counter, the duration and
-    /// idle histograms, the `/closures` record, then the `ended` watch.
+    /// idle histograms, the `session ended` log line, the `/closures`
+    /// record, then the `ended` watch.
     /// Only the first call counts.
     pub fn finish(&mut self, end: SessionEnd) {
         if std::mem::replace(&mut self.finished, true) {
@@ -664,6 +665,17 @@ impl SessionGuard {
         }
         .observe(idle);
         m.active.dec();
+        tracing::info!(
+            code = closure.code,
+            side = closure.side.as_str(),
+            cause = closure.cause.as_str(),
+            duration_s = duration,
+            client = self.info.client_addr.map(tracing::field::display),
+            path = self.info.path,
+            route = route.name,
+            compression = self.info.compression,
+            "session ended"
+        );
         m.recent.push(ClosureRecord::new(
             self.started_wall,
             duration,

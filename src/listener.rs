@@ -656,8 +656,7 @@ mod tests {
     #[test]
     fn a_session_task_stays_under_a_kilobyte() {
         let size = future_size(super::serve_connection);
-        eprintln!("serve_connection future: {size} bytes");
-        assert!(size <= 1024, "{size} bytes");
+        assert!(size <= 1024, "serve_connection's future: {size} bytes");
     }
 
     fn parsed(raw: &[u8]) -> Option<Head> {
